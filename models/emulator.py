@@ -1,0 +1,112 @@
+"""The exact emulator: runs a model package spike for spike on the CPU, without TensorFlow.
+
+Each layer's neuron fires in the step its inputs arrive iff W·x + b >= threshold. Weights, biases and the
+threshold are integers in units of the card's fixed-point step, inputs are 0/1, so every accumulated value is
+an integer far below 2**24: float32 BLAS computes it exactly in any summation order, which is what makes the
+result identical to the Keras reference (and to any other exact backend), ties included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from models.card import ModelCard
+from models.encoding import encode
+from models.network import LayerShape, layer_shapes, output_grid
+from models.package import ModelPackage
+
+
+@dataclass
+class EmulatorResult:
+    scores: np.ndarray  # float32 [N, cy, cx, classes], softmax of beta * counts
+    counts: np.ndarray  # int32 [N, cy, cx, classes], output spikes per class
+    output_spikes: np.ndarray  # uint8 [N, cy, cx, output neurons]
+    spikes_per_layer: np.ndarray  # int64 [N, 1 + layers]: input spikes, then each layer's
+    layer_spikes: list[np.ndarray] | None = None  # every layer's spikes when asked for
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Winning class per cell; a tie goes to the lowest class index (argmax's rule)."""
+        return self.counts.argmax(axis=-1)
+
+
+class Emulator:
+    def __init__(self, package: ModelPackage, weights: dict[str, np.ndarray] | None = None) -> None:
+        """``weights`` replaces the package's integer weights (same step), e.g. the board's own."""
+        self.package = package
+        self.card: ModelCard = package.card
+        self.shapes: list[LayerShape] = layer_shapes(self.card)
+        self.grid = output_grid(self.card)
+        step = self.card.fixed_point.weight_step
+        threshold_units = self.card.fixed_point.threshold / step
+        if threshold_units != round(threshold_units):
+            raise ValueError("threshold must lie on the fixed-point grid")
+        source = weights if weights is not None else package.weights
+        # Per layer: weight matrix [fan_in, out] and per-neuron threshold (threshold - bias), in grid units.
+        self._params: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for ls in self.shapes:
+            if ls.layer.has_weights:
+                w = source[f"{ls.layer.name}.w"].astype(np.float32)
+                b = source[f"{ls.layer.name}.b"].astype(np.float32)
+                self._params[ls.layer.name] = (w.reshape(-1, w.shape[-1]), np.float32(threshold_units) - b)
+        owner = np.asarray(self.card.population_code.owner)
+        self._owner_onehot = (owner[:, None] == np.arange(len(self.card.classes))).astype(np.float32)
+
+    def run(self, pixels: np.ndarray, valid: np.ndarray | None = None, keep_layers: bool = False) -> EmulatorResult:
+        return self.run_spikes(encode(pixels, self.card.encoding, valid), keep_layers)
+
+    def run_spikes(self, spikes: np.ndarray, keep_layers: bool = False) -> EmulatorResult:
+        n = spikes.shape[0]
+        x = np.ascontiguousarray(spikes, dtype=np.uint8)
+        per_layer = [x.reshape(n, -1).sum(axis=1, dtype=np.int64)]
+        kept: list[np.ndarray] = []
+        for ls in self.shapes:
+            x = self._layer(ls, x)
+            per_layer.append(x.reshape(n, -1).sum(axis=1, dtype=np.int64))
+            if keep_layers:
+                kept.append(x)
+        cy, cx = self.grid
+        out = x.reshape(n, cy, cx, -1)
+        counts = (out.astype(np.float32) @ self._owner_onehot).astype(np.int32)
+        return EmulatorResult(
+            scores=softmax(counts, self.card.population_code.beta),
+            counts=counts,
+            output_spikes=out,
+            spikes_per_layer=np.stack(per_layer, axis=1),
+            layer_spikes=kept if keep_layers else None,
+        )
+
+    def _layer(self, ls: LayerShape, x: np.ndarray) -> np.ndarray:
+        kind = ls.layer.kind
+        if kind == "flatten":
+            return x.reshape(x.shape[0], -1)
+        if kind == "maxpool":
+            # The max of binary spikes is their OR; zero padding cannot change it.
+            return _windows(x, ls).max(axis=(3, 4))
+        w, thr = self._params[ls.layer.name]
+        if kind == "dense":
+            acc = x.astype(np.float32) @ w
+        else:
+            win = _windows(x, ls)  # [N, Ho, Wo, C, k, k]
+            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, w.shape[0]).astype(np.float32)
+            acc = (cols @ w).reshape(*win.shape[:3], -1)
+        return (acc >= thr).view(np.uint8) if acc.dtype == np.bool_ else (acc >= thr).astype(np.uint8)
+
+
+def _windows(x: np.ndarray, ls: LayerShape) -> np.ndarray:
+    top, bottom, left, right = ls.pad
+    if any(ls.pad):
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    k, s = ls.layer.kernel, ls.layer.stride
+    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]
+    return win[:, : ls.out_shape[0], : ls.out_shape[1]]
+
+
+def softmax(counts: np.ndarray, beta: float) -> np.ndarray:
+    z = counts.astype(np.float32) * np.float32(beta)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,51 @@
+"""All configuration in one pydantic-settings class, read from ``SPIKESCAN_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "spikescan"
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPIKESCAN_", extra="ignore")
+
+    # Where jobs, uploads and results live; shared between API and workers in production.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "spikescan-data")
+    # Fetched training/demo data; outside git, reused across clones on one machine.
+    cache_dir: Path = Field(default_factory=_default_cache)
+    # Extra model packages beyond the shipped zoo.
+    models_dir: Path | None = None
+    redis_url: str | None = None
+    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_upload_mb: int = 2048
+    backend: str = "emulator"
+    batch_size: int = 64
+    # Chips that failed this many deliveries go to the dead-letter list.
+    max_chip_attempts: int = 3
+    # A chip held longer than this by a silent worker is reclaimed by another.
+    chip_claim_timeout_s: float = 60.0
+
+    @field_validator("input_roots", "api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split(value)
+
+
+def get_settings() -> Settings:
+    return Settings()

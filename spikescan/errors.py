@@ -1,0 +1,89 @@
+"""The project's exceptions: one base, each also the matching built-in.
+
+They are translated to responses in exactly two places: ``spikescan.cli`` (exit status 2 with a one-line
+message) and ``service.errors`` (a 4xx JSON body). Everything below raises these and nothing else for the
+caller's mistakes, so neither edge has to guess.
+"""
+
+from __future__ import annotations
+
+
+class SpikescanError(Exception):
+    """Base of every error spikescan raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(SpikescanError, ValueError):
+    """The caller gave something we cannot use (a bad argument, a bad request field)."""
+
+    code = "invalid_input"
+
+
+class InvalidScene(InvalidInput):
+    """A raster that is not a readable, georeferenced image we can scan."""
+
+    code = "invalid_scene"
+
+
+class BandMismatch(InvalidScene):
+    """The scene's bands cannot be matched to the bands the model expects."""
+
+    code = "band_mismatch"
+
+
+class ResolutionMismatch(InvalidScene):
+    """The scene's ground sample distance is too far from the model's to resample honestly."""
+
+    code = "resolution_mismatch"
+
+
+class ModelPackageError(SpikescanError, ValueError):
+    """A model package that is broken, tampered with, or not ours."""
+
+    code = "invalid_model"
+
+
+class UnknownModel(SpikescanError, LookupError):
+    code = "unknown_model"
+
+
+class NotFound(SpikescanError, LookupError):
+    code = "not_found"
+
+
+class Forbidden(SpikescanError, PermissionError):
+    code = "forbidden"
+
+
+class Unauthorized(SpikescanError, PermissionError):
+    code = "unauthorized"
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "too_large"
+
+
+class BackendUnavailable(SpikescanError, RuntimeError):
+    """A backend that cannot run here (no board configured, optional stack not installed)."""
+
+    code = "backend_unavailable"
+
+
+class DataUnavailable(SpikescanError, RuntimeError):
+    """Packaged data could not be fetched or failed its checksum."""
+
+    code = "data_unavailable"
+
+
+class OutputError(SpikescanError, OSError):
+    """Results could not be written (disk full, permissions)."""
+
+    code = "output_error"
