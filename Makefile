@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= train,test
+EXTRAS ?= train,test,nest,spinnaker
 DEMO_OUT ?= demo-output
 
 .PHONY: demo test test-slow env data lint clean

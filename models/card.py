@@ -1,7 +1,7 @@
 """The model card: every field of ``model.json``, validated.
 
 A package is ``model.json`` (this card) plus ``weights.npz``. Weights are stored as integers on a fixed-point
-grid (``fixed_point.weight_step``); the float weight is ``q * weight_step`` exactly. That grid is what makes the
+grid (``fixed_point.weight_step``); the float weight is ``q * weight_step`` exactly. That grid makes the
 emulator bit-exact with Keras: every partial sum of binary inputs times grid weights is a multiple of the step
 well inside float32's exact range, so any summation order gives the same number and the same spike.
 """

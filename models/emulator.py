@@ -24,7 +24,7 @@ class EmulatorResult:
     scores: np.ndarray  # float32 [N, cy, cx, classes], softmax of beta * counts
     counts: np.ndarray  # int32 [N, cy, cx, classes], output spikes per class
     output_spikes: np.ndarray  # uint8 [N, cy, cx, output neurons]
-    spikes_per_layer: np.ndarray  # int64 [N, 1 + layers]: input spikes, then each layer's
+    spikes_per_layer: np.ndarray  # int64 [N, 1 + layers]: input spikes, then each layer's (0 for flatten)
     layer_spikes: list[np.ndarray] | None = None  # every layer's spikes when asked for
 
     @property
@@ -34,13 +34,19 @@ class EmulatorResult:
 
 
 class Emulator:
-    def __init__(self, package: ModelPackage, weights: dict[str, np.ndarray] | None = None) -> None:
-        """``weights`` replaces the package's integer weights (same step), e.g. the board's own."""
+    def __init__(
+        self,
+        package: ModelPackage,
+        weights: dict[str, np.ndarray] | None = None,
+        weight_step: float | None = None,
+    ) -> None:
+        """``weights`` replaces the package's integer weights, in units of ``weight_step`` (default: the
+        package's step), e.g. the fixed-point weights a SpiNNaker board would hold."""
         self.package = package
         self.card: ModelCard = package.card
         self.shapes: list[LayerShape] = layer_shapes(self.card)
         self.grid = output_grid(self.card)
-        step = self.card.fixed_point.weight_step
+        step = weight_step or self.card.fixed_point.weight_step
         threshold_units = self.card.fixed_point.threshold / step
         if threshold_units != round(threshold_units):
             raise ValueError("threshold must lie on the fixed-point grid")
@@ -55,7 +61,9 @@ class Emulator:
         owner = np.asarray(self.card.population_code.owner)
         self._owner_onehot = (owner[:, None] == np.arange(len(self.card.classes))).astype(np.float32)
 
-    def run(self, pixels: np.ndarray, valid: np.ndarray | None = None, keep_layers: bool = False) -> EmulatorResult:
+    def run(
+        self, pixels: np.ndarray, valid: np.ndarray | None = None, keep_layers: bool = False
+    ) -> EmulatorResult:
         return self.run_spikes(encode(pixels, self.card.encoding, valid), keep_layers)
 
     def run_spikes(self, spikes: np.ndarray, keep_layers: bool = False) -> EmulatorResult:
@@ -65,7 +73,13 @@ class Emulator:
         kept: list[np.ndarray] = []
         for ls in self.shapes:
             x = self._layer(ls, x)
-            per_layer.append(x.reshape(n, -1).sum(axis=1, dtype=np.int64))
+            # Flatten has no neurons of its own (it renames the previous layer's), so it adds no spikes.
+            fired = (
+                np.zeros(n, np.int64)
+                if ls.layer.kind == "flatten"
+                else x.reshape(n, -1).sum(axis=1, dtype=np.int64)
+            )
+            per_layer.append(fired)
             if keep_layers:
                 kept.append(x)
         cy, cx = self.grid
@@ -85,7 +99,7 @@ class Emulator:
             return x.reshape(x.shape[0], -1)
         if kind == "maxpool":
             # The max of binary spikes is their OR; zero padding cannot change it.
-            return _windows(x, ls).max(axis=(3, 4))
+            return _windows(x, ls).max(axis=(4, 5))
         w, thr = self._params[ls.layer.name]
         if kind == "dense":
             acc = x.astype(np.float32) @ w

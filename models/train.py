@@ -1,0 +1,360 @@
+"""``spikescan train RECIPE``: train a shipped model from scratch with the Whetstone method, export, measure.
+
+Phases: (1) float training with every activation at sharpness 0 and the float accuracy measured on the
+held-out data; (2) sharpening layer by layer (``models.whetstone.Sharpener``) and a few epochs fully
+sharpened; (3) export: batch norm folded, weights put on the ``2**-6`` grid; (4) the *package* is measured
+with the emulator (spiking accuracy), checked spike for spike against the Keras reference, and against the
+board quantiser; the card records all of it with the training provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from models import board, datasets, metrics, package
+from models.card import Band, Detection, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
+from models.emulator import Emulator, EmulatorResult
+from models.encoding import encode
+from models.network import count_synapses, layer_shapes
+from models.package import ModelPackage
+from spikescan.errors import InvalidInput
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+WEIGHT_STEP = 2.0 ** -6
+
+
+def load_recipe(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPES / f"{name_or_path}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.json")))
+        raise InvalidInput(f"unknown recipe {name_or_path!r} (known: {known})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    seed = int(args.seed if args.seed is not None else recipe["seed"])
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"spikescan-{recipe['name']}-"))
+    command = "spikescan train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else \
+        f"spikescan train {args.recipe} --out {out} --seed {seed}"
+    pkg = train(recipe, seed, out, command)
+    print(f"{pkg.card.name}: {pkg.card.metrics.get('headline', '')}")
+    print(f"package {pkg.id} written to {out}")
+    return 0
+
+
+def configure_tf(seed: int, threads: int) -> None:
+    """Deterministic, and polite on a shared machine: TensorFlow gets ``threads`` cores at most."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process (e.g. under pytest): keep its pools
+        pass
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(recipe: dict, seed: int, out: Path, command: str) -> ModelPackage:
+    started = time.monotonic()
+    configure_tf(seed, int(recipe.get("threads", min(2, os.cpu_count() or 1))))
+    prepared = datasets.prepare(recipe)
+    card = make_card(recipe, prepared.thresholds, seed)
+    model, keras_metrics, epochs = fit(card, prepared, recipe, seed)
+    int_weights = offset_output_biases(export(model, card), card, recipe.get("output_bias_offset", {}))
+    measured = measure(package.from_parts(card, int_weights), prepared, recipe)
+    training = {**provenance(recipe, seed, command, epochs, time.monotonic() - started, len(prepared.train)),
+                **prepared.notes}
+    card = card.model_copy(update={"training": training, "metrics": {**keras_metrics, **measured}})
+    return package.save(card, int_weights, out)
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled, augmented batches of (pixels, labels); reshuffled each epoch from a seeded generator."""
+
+    def __init__(self, patches: datasets.PatchSet, batch_size: int, seed: int, jitter: float = 0.0) -> None:
+        super().__init__()
+        self.patches, self.batch_size, self.jitter = patches, batch_size, jitter
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(patches))
+
+    def __len__(self) -> int:
+        return -(-len(self.patches) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        part = datasets.PatchSet(self.patches.pixels[idx], self.patches.labels[idx])
+        part = datasets.augment(part, self.rng, self.jitter)
+        return part.pixels, part.labels.astype(np.int32)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.patches))
+
+
+def masked_loss(class_weights: list[float]):  # type: ignore[no-untyped-def]
+    """Weighted softmax cross-entropy over labelled cells only (label -1 is ignored)."""
+    import tensorflow as tf
+
+    weights = tf.constant(class_weights, dtype=tf.float32)
+
+    def loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        y = tf.cast(y_true, tf.int32)
+        safe = tf.maximum(y, 0)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+        w = tf.gather(weights, safe) * tf.cast(y >= 0, tf.float32)
+        return tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1.0)
+
+    return loss
+
+
+def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int
+        ) -> tuple[keras.Model, dict[str, object], int]:
+    """Float phase, then sharpening input-first, then fully sharpened epochs. Returns the model, the
+    held-out scores of the float and the sharpened Keras model, and the epochs run."""
+    from models.keras_model import build_trainable
+    from models.whetstone import Sharpener
+
+    model, activations = build_trainable(card)
+    model.compile(optimizer=keras.optimizers.Adam(float(recipe["learning_rate"])),
+                  loss=masked_loss(prepared.class_weights))
+    batches = Batches(prepared.train, int(recipe["batch_size"]), seed, float(recipe.get("jitter", 0.0)))
+    float_epochs = int(recipe["float_epochs"])
+    model.fit(batches, epochs=float_epochs, verbose=2)
+    float_scores = evaluate(card, prepared.test, keras_predictor(model))
+    schedule, max_epochs = sharpening_schedule(recipe, len(activations))
+    sharpener = Sharpener(activations, schedule)
+    # A gentler step while the activations turn into spikes: each layer adapts to the one below it.
+    model.optimizer.learning_rate.assign(float(recipe.get("sharpen_learning_rate", recipe["learning_rate"])))
+    stop = StopAfterSharp(sharpener, int(recipe["sharp_epochs"]))
+    history = model.fit(batches, initial_epoch=float_epochs, epochs=max_epochs, callbacks=[sharpener, stop],
+                        verbose=2)
+    if sharpener.total < len(activations):
+        raise RuntimeError(f"sharpening did not finish in {max_epochs} epochs "
+                           f"(reached {sharpener.total:.2f} of {len(activations)})")
+    sharp_scores = evaluate(card, prepared.test, keras_predictor(model))
+    epochs = float_epochs + len(history.epoch)
+    return model, {"float_unsharpened": float_scores, "keras_sharpened_float_weights": sharp_scores,
+                   "sharpening": {"schedule": type(schedule).__name__, "epochs": epochs}}, epochs
+
+
+def sharpening_schedule(recipe: dict, n_layers: int):  # type: ignore[no-untyped-def]
+    from models.whetstone import AdaptiveSchedule, FixedSchedule
+
+    spec = recipe["sharpen"]
+    start = int(recipe["float_epochs"])
+    if spec["kind"] == "fixed":
+        per_layer = float(spec["epochs_per_layer"])
+        sharpening = int(np.ceil(per_layer * n_layers))
+        return FixedSchedule(start, per_layer), start + sharpening + int(recipe["sharp_epochs"])
+    schedule = AdaptiveSchedule(n_layers, step=float(spec["step"]), patience=int(spec["patience"]),
+                                tolerance=float(spec["tolerance"]))
+    return schedule, start + int(spec["max_epochs"])
+
+
+class StopAfterSharp(keras.callbacks.Callback):
+    """Ends training ``extra`` epochs after every layer reached sharpness 1."""
+
+    def __init__(self, sharpener: object, extra: int) -> None:
+        super().__init__()
+        self.sharpener, self.extra, self.sharp_for = sharpener, extra, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        layers = self.sharpener.layers_to_sharpen  # type: ignore[attr-defined]
+        if all(float(a.sharpness.numpy()) >= 1.0 for a in layers):
+            self.sharp_for += 1
+            if self.sharp_for > self.extra:
+                self.model.stop_training = True
+
+
+def export(model: keras.Model, card: ModelCard) -> dict[str, np.ndarray]:
+    """Batch norm folded, then every weight and bias as an integer number of ``2**-6`` steps."""
+    from models.keras_model import export_weights
+    from models.whetstone import quantise
+
+    return {k: quantise(v, card.fixed_point.weight_step) for k, v in export_weights(model, card).items()}
+
+
+def offset_output_biases(int_weights: dict[str, np.ndarray], card: ModelCard, offsets: dict[str, int]
+                         ) -> dict[str, np.ndarray]:
+    """Move every output neuron of a class by a whole number of weight steps: the spiking network's decision
+    threshold. Training balances classes per *cell*; a detector is judged per *box*, and touching crowns only
+    stay separate components if the crown class wins less often than the loss would have it. The offset is
+    chosen on the never-trained validation strip of the training images and applied to the package itself,
+    so emulator, board and NEST all see the same network."""
+    if not offsets:
+        return int_weights
+    owner = np.asarray(card.population_code.owner)
+    key = f"{card.layers[-1].name}.b"
+    bias = int_weights[key].copy()
+    for name, steps in offsets.items():
+        bias[owner == card.class_index(name)] += int(steps)
+    return {**int_weights, key: bias}
+
+
+def keras_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda px: np.asarray(model(px, training=False)).argmax(axis=-1)
+
+
+def emulator_predictor(pkg: ModelPackage) -> Callable[[np.ndarray], np.ndarray]:
+    emulator = Emulator(pkg)
+    return lambda px: emulator.run(px).classes
+
+
+def evaluate(card: ModelCard, scenes: list[datasets.Scene], predict: Callable[[np.ndarray], np.ndarray]
+             ) -> dict[str, object]:
+    """Held-out scores: each test scene scanned with half-patch overlap, scored on its labelled cells."""
+    truth, pred = [], []
+    for scene in scenes:
+        pred.append(datasets.scan(scene, card.patch_size, card.patch_size // 2, predict).ravel())
+        truth.append(scene.labels.ravel())
+    return report(card, np.concatenate(truth), np.concatenate(pred))
+
+
+def measure(pkg: ModelPackage, prepared: datasets.Prepared, recipe: dict) -> dict[str, object]:
+    """Everything the card reports about the exported package, measured on held-out imagery."""
+    card = pkg.card
+    spiking = evaluate(card, prepared.test, emulator_predictor(pkg))
+    pixels = held_out_patches(card, prepared.test, int(recipe.get("check_patches", 1000)))
+    agreement, run = spike_agreement(pkg, pixels)
+    names = ["input"] + [layer.name for layer in card.layers]
+    return {
+        "spiking": spiking,
+        "headline": headline(card, spiking),
+        "emulator_keras_agreement": agreement,
+        "board_class_agreement": {"value": board.class_agreement(pkg, pixels),
+                                  "board_step": board.OBSERVED_STEP, "patches": len(pixels)},
+        "spikes_per_patch": dict(zip(names, run.spikes_per_layer.mean(axis=0).round(1).tolist(),
+                                     strict=True)),
+        "neurons_per_copy": neurons_per_copy(card),
+        "synapses_per_copy": synapses_per_copy(card),
+    }
+
+
+def held_out_patches(card: ModelCard, scenes: list[datasets.Scene], at_least: int) -> np.ndarray:
+    """At least ``at_least`` patches cut from the held-out scenes, on the coarsest grid that gives them."""
+    step = card.output_stride
+    pixels = np.zeros((0, card.patch_size, card.patch_size, len(card.bands)), np.float32)
+    for stride in range((card.patch_size // 2 // step) * step, 0, -step):
+        pixels = np.concatenate([_grid_patches(card, s, stride) for s in scenes])
+        if len(pixels) >= at_least:
+            break
+    return pixels
+
+
+def _grid_patches(card: ModelCard, scene: datasets.Scene, stride: int) -> np.ndarray:
+    h, w = scene.labels.shape[0] * scene.stride, scene.labels.shape[1] * scene.stride
+    positions = datasets.grid_positions(h, w, card.patch_size, stride, scene.stride)
+    return datasets.cut(scene, positions, card.patch_size).pixels
+
+
+def spike_agreement(pkg: ModelPackage, pixels: np.ndarray) -> tuple[dict[str, object], EmulatorResult]:
+    """Emulator vs ``build_reference(pkg, "spiking")`` on every layer: the fraction of patches whose spikes
+    are identical everywhere, and the number of differing neurons per layer."""
+    from models.keras_model import build_reference
+
+    encoded = encode(pixels, pkg.card.encoding)
+    run = Emulator(pkg).run_spikes(encoded, keep_layers=True)
+    outputs = build_reference(pkg, "spiking").predict(encoded.astype(np.float32), batch_size=256, verbose=0)
+    same = np.ones(len(pixels), dtype=bool)
+    differing = {}
+    for layer, ours, theirs in zip(pkg.card.layers, run.layer_spikes or [], outputs, strict=True):
+        diff = ours.reshape(len(pixels), -1) != np.asarray(theirs).reshape(len(pixels), -1)
+        same &= ~diff.any(axis=1)
+        differing[layer.name] = int(diff.sum())
+    summary = {"patches_identical": float(same.mean()), "patches": len(pixels),
+               "differing_neurons": differing}
+    return summary, run
+
+
+def headline(card: ModelCard, spiking: dict[str, object]) -> str:
+    if card.task == "detection":
+        return (f"{card.target_classes[0]} cells P {spiking['precision']:.2f} R {spiking['recall']:.2f} "
+                f"F1 {spiking['f1']:.2f} (held-out, spiking)")
+    return f"overall accuracy {spiking['overall_accuracy']:.2f} (spatially held-out test split, spiking)"
+
+
+def make_card(recipe: dict, thresholds: list[list[float]], seed: int) -> ModelCard:
+    from models.whetstone import population_owner
+
+    n_classes, npc = len(recipe["classes"]), int(recipe["neurons_per_class"])
+    layers = [Layer(**spec) for spec in recipe["layers"]]
+    layers[-1] = layers[-1].model_copy(update={"filters": n_classes * npc})
+    card = ModelCard(
+        name=recipe["name"], version=recipe["version"], task=recipe["task"], summary=recipe["summary"],
+        classes=recipe["classes"], colors=recipe["colors"], target_classes=recipe["target_classes"],
+        bands=[Band(**b) for b in recipe["bands"]], gsd_m=recipe["gsd_m"], patch_size=recipe["patch_size"],
+        output_stride=recipe["output_stride"],
+        encoding=Encoding(levels=int(recipe["levels"]), thresholds=thresholds), layers=layers,
+        population_code=PopulationCode(neurons_per_class=npc, owner=population_owner(n_classes, npc, seed),
+                                       beta=float(recipe["beta"])),
+        fixed_point=FixedPoint(weight_step=WEIGHT_STEP, threshold=0.5),
+        detection=Detection(**recipe.get("detection", {})),
+    )
+    return card.model_copy(update={"receptive_field_px": receptive_field(card)})
+
+
+def receptive_field(card: ModelCard) -> int:
+    """Input pixels one output neuron sees along each axis."""
+    rf, jump = 1, 1
+    for layer in card.layers:
+        if layer.kind in ("conv2d", "maxpool"):
+            rf += (layer.kernel - 1) * jump
+            jump *= layer.stride
+    return rf
+
+
+def provenance(recipe: dict, seed: int, command: str, epochs: int, seconds: float, n_patches: int
+               ) -> dict[str, object]:
+    from spikescan.data import SOURCES
+
+    names = recipe["data"]
+    return {
+        "command": command,
+        "recipe": recipe["name"],
+        "seed": seed,
+        "epochs": epochs,
+        "training_patches": n_patches,
+        "wall_time_s": round(seconds, 1),
+        "cpu_threads": int(recipe.get("threads", 2)),
+        "host": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
+        "software": {p: metadata.version(p) for p in ("tensorflow-cpu", "keras", "numpy", "rasterio")},
+        "data": [{"package": SOURCES[n].requirement, "archive": SOURCES[n].archive,
+                  "sha256": SOURCES[n].sha256, "licence": SOURCES[n].licence, "files": recipe["files"]}
+                 for n in names],
+        "method": "Whetstone (Severa et al. 2019): bounded-ReLU sharpening input-first, N-hot population "
+                  "output, batch norm folded, weights rounded to the 2**-6 grid",
+    }
+
+
+def report(card: ModelCard, truth: np.ndarray, pred: np.ndarray) -> dict[str, object]:
+    """The task's held-out scores for one predictor."""
+    if card.task == "detection":
+        positive = card.class_index(card.target_classes[0])
+        return metrics.binary_report(truth, pred, positive)
+    return metrics.classification_report(truth, pred, card.classes)
+
+
+def neurons_per_copy(card: ModelCard) -> int:
+    return sum(ls.neurons for ls in layer_shapes(card) if ls.layer.kind != "flatten")
+
+
+def synapses_per_copy(card: ModelCard) -> int:
+    return count_synapses(card)

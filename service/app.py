@@ -1,0 +1,56 @@
+"""The FastAPI application. ``create_app(settings)`` builds it; nothing is built at import time.
+
+Routes live in ``service.routes``; errors become JSON in ``service.errors``; what routes share (Redis, job
+store, queues, API keys, metrics) is built once here into ``app.state.services``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI, Request, Response
+
+from service import errors
+from service.deps import Services
+from service.routes import batches, jobs, results, system
+from service.storage import sweep_stale_uploads, uploads_dir
+from spikescan.config import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    svc = Services.build(settings)
+    sweep_stale_uploads(uploads_dir(settings.data_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        svc.client.close()
+
+    app = FastAPI(
+        title="spikescan",
+        version=version("spikescan"),
+        lifespan=lifespan,
+        summary="Chip GeoTIFFs, scan each patch with a spiking CNN, get map layers back.",
+    )
+    app.state.services = svc
+    errors.install(app)
+    for module in (jobs, batches, results, system):
+        app.include_router(module.router)
+    app.middleware("http")(_count_requests(svc))
+    return app
+
+
+def _count_requests(
+    svc: Services,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the raw path: job ids would make the label set unbounded.
+        path = getattr(route, "path", "unmatched")
+        svc.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    return middleware

@@ -1,0 +1,72 @@
+"""What every route needs, built once per app (``Services``) and handed out as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+
+from service.auth import Keyring, presented_key, require_owner
+from service.metrics import Metrics
+from service.submission import Submitter
+from spikescan.config import Settings
+from workers.jobs import Job, JobStore
+from workers.queue import Streams
+
+
+@dataclass
+class Services:
+    settings: Settings
+    client: redis.Redis
+    store: JobStore
+    streams: Streams
+    keyring: Keyring
+    submitter: Submitter
+    metrics: Metrics
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        if not settings.redis_url:
+            raise ValueError("create_app needs settings.redis_url (spikescan serve starts a private Redis)")
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
+        store = JobStore(client, settings.data_dir)
+        streams = Streams.open(client, settings.chip_claim_timeout_s, settings.max_chip_attempts)
+        return cls(
+            settings,
+            client,
+            store,
+            streams,
+            Keyring(settings.api_keys),
+            Submitter(settings, store, streams.chip),
+            Metrics(store, streams.all()),
+        )
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def caller(request: Request, svc: ServicesDep) -> str:
+    """The owner id of the caller's API key (``local`` on an open server)."""
+    return svc.keyring.owner(presented_key(request))
+
+
+CallerDep = Annotated[str, Depends(caller)]
+
+
+def owned_job(job_id: str, svc: ServicesDep, owner: CallerDep) -> Job:
+    job = svc.store.get(job_id)
+    require_owner(job.owner, owner, job_id)
+    return job
+
+
+JobDep = Annotated[Job, Depends(owned_job)]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")

@@ -1,0 +1,86 @@
+"""The HTTP edge of our exceptions: one dict from exception class to status code, one JSON error body.
+
+Every error response is ``{"error": {"code": ..., "message": ...}}``. The most specific class in ``STATUS``
+wins (the exception's MRO is walked in order), so a new subclass of ``InvalidScene`` is a 422 without
+touching this file. Anything that is not ours is a 500 with a generic message; the traceback goes to the log,
+never to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spikescan import errors as e
+
+log = logging.getLogger("spikescan.service")
+
+STATUS: dict[type[e.SpikescanError], int] = {
+    e.InvalidInput: 400,
+    e.InvalidScene: 422,
+    e.PayloadTooLarge: 413,
+    e.UnknownModel: 404,
+    e.NotFound: 404,
+    e.Unauthorized: 401,
+    e.Forbidden: 403,
+    e.ModelPackageError: 500,
+    e.BackendUnavailable: 503,
+    e.DataUnavailable: 503,
+    e.OutputError: 507,
+    e.SpikescanError: 400,
+}
+
+
+def status_for(exc: e.SpikescanError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body(code, message), status_code=status, headers=headers)
+
+
+async def _ours(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.SpikescanError)
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, exc.code, exc.message, headers)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return error_response(
+        422, "invalid_request", f"{where}: {first.get('msg')}" if where else str(first["msg"])
+    )
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal server error (see the server log)")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(e.SpikescanError, _ours)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

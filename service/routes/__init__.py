@@ -1,0 +1,1 @@
+"""HTTP routes, one small module per resource; each endpoint only translates between HTTP and core calls."""

@@ -1,0 +1,164 @@
+"""``/v1/jobs``: submit (upload or uri), status, server-sent events, cancel/delete."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
+from service.events import job_events
+from service.schemas import Accepted, JobOut, UriSubmission, links
+from service.storage import Upload, receive_multipart, remove_job_files, uploads_dir
+from spikescan.errors import InvalidInput, PayloadTooLarge
+from workers.jobs import Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+M = TypeVar("M", bound=BaseModel)
+MAX_JSON_BYTES = 1 << 20
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["scene", "model"],
+                    "properties": {
+                        "scene": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "bands": {"type": "string"},
+                        "stride": {"type": "integer"},
+                    },
+                }
+            },
+            "application/json": {"schema": UriSubmission.model_json_schema()},
+        },
+    }
+}
+
+
+def parse_json(model: type[M], raw: bytes) -> M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"request body: {where}: {first['msg']}") from None
+
+
+def form_int(upload: Upload, name: str) -> int | None:
+    raw = upload.fields.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"form field {name!r} must be an integer, got {raw!r}") from None
+
+
+def required_field(upload: Upload, name: str) -> str:
+    value = upload.fields.get(name, "").strip()
+    if not value:
+        raise InvalidInput(f"form field {name!r} is required")
+    return value
+
+
+async def receive_upload(request: Request, svc: Services) -> Upload:
+    cap = svc.settings.max_upload_mb << 20
+    return await receive_multipart(
+        request.headers.get("content-type", ""), request.stream(), uploads_dir(svc.settings.data_dir), cap
+    )
+
+
+def accepted(job: Job, request: Request) -> Accepted:
+    return Accepted(id=job.id, status=job.status, links=links(job, base_url(request)))
+
+
+async def json_body(request: Request, model: type[M], limit: int = MAX_JSON_BYTES) -> M:
+    """A small JSON body, read with a cap so that a huge one is refused instead of buffered."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"JSON request body larger than {limit // 1024} KiB")
+    return parse_json(model, bytes(raw))
+
+
+def is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("application/json")
+
+
+async def _submit_upload(request: Request, svc: Services, owner: str) -> Job:
+    upload = await receive_upload(request, svc)
+    try:
+        scenes = [f for f in upload.files if f.field == "scene"]
+        if len(scenes) != 1:
+            raise InvalidInput(f"expected exactly one file part named 'scene', got {len(scenes)}")
+        model, bands, stride = (
+            required_field(upload, "model"),
+            upload.fields.get("bands"),
+            form_int(upload, "stride"),
+        )
+        job = await anyio.to_thread.run_sync(
+            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride)
+        )
+        svc.metrics.upload_bytes.inc(scenes[0].size)
+        return job
+    finally:
+        upload.discard()  # whatever was not adopted by an accepted job
+
+
+@router.post("", status_code=202, response_model=Accepted, openapi_extra=_UPLOAD_BODY)
+async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accepted:
+    """Upload a scene (multipart: ``scene`` file + ``model``) or name one on the server (JSON ``uri``)."""
+    if is_json(request):
+        body = await json_body(request, UriSubmission)
+        job = await anyio.to_thread.run_sync(
+            lambda: svc.submitter.submit_uri(owner, body.uri, body.model, body.bands, body.stride)
+        )
+    else:
+        job = await _submit_upload(request, svc, owner)
+    svc.metrics.jobs_submitted.inc()
+    return accepted(job, request)
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(request: Request, svc: ServicesDep, owner: CallerDep) -> list[JobOut]:
+    jobs = (svc.store.find(i) for i in svc.store.ids_of(owner))
+    return [JobOut.of(j, {}, base_url(request)) for j in jobs if j is not None]
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def status(job: JobDep, svc: ServicesDep, request: Request) -> JobOut:
+    return JobOut.of(job, svc.store.failures(job.id), base_url(request))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def events(job: JobDep, svc: ServicesDep, request: Request) -> StreamingResponse:
+    """Progress as server-sent events (``event: progress``, data = the status JSON) until a final state."""
+    return StreamingResponse(
+        job_events(svc, job.id, base_url(request), request.is_disconnected),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.delete("/{job_id}", status_code=204, responses={202: {"model": JobOut}})
+def cancel_or_delete(job: JobDep, svc: ServicesDep, request: Request) -> Response:
+    """A live job is cancelled (202, files kept until a second DELETE); a finished one is deleted (204)."""
+    if not job.terminal and svc.store.move(job.id, "cancelled", error="cancelled by the user"):
+        out = JobOut.of(svc.store.get(job.id), {}, base_url(request))
+        return Response(out.model_dump_json(), status_code=202, media_type="application/json")
+    job = svc.store.get(job.id)
+    svc.store.delete(job)
+    remove_job_files(svc.store.job_dir(job.id))
+    return Response(status_code=204)

@@ -1,0 +1,53 @@
+"""Result files (with HTTP Range, so GDAL's /vsicurl/ reads the COGs remotely) and map tiles."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import anyio
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+
+from service.deps import JobDep, ServicesDep
+from service.tiles import render_tile
+from spikescan.errors import NotFound
+from workers.jobs import Job, JobStore
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+
+MEDIA = {
+    "classes.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "scores.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "detections.geojson": "application/geo+json",
+    "item.json": "application/geo+json",
+    "report.json": "application/json",
+}
+ResultName = Literal["classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json"]
+
+
+def finished_output(store: JobStore, job: Job, name: str) -> str:
+    if job.status != "done":
+        raise NotFound(f"job {job.id} has no results yet (status {job.status})")
+    path = store.out_dir(job.id) / name
+    if not path.is_file():
+        raise NotFound(f"job {job.id}: {name} is missing from its results")
+    return str(path)
+
+
+@router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
+def result(name: ResultName, job: JobDep, svc: ServicesDep) -> FileResponse:
+    return FileResponse(
+        finished_output(svc.store, job, name),
+        media_type=MEDIA[name],
+        filename=name,
+        content_disposition_type="inline",
+    )
+
+
+@router.get(
+    "/tiles/{z}/{x}/{y}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
+)
+async def tile(z: int, x: int, y: int, job: JobDep, svc: ServicesDep) -> Response:
+    path = finished_output(svc.store, job, "classes.tif")
+    png = await anyio.to_thread.run_sync(render_tile, path, z, x, y)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,113 @@
+"""Request and response bodies of the HTTP API (these are what OpenAPI publishes)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.jobs import OUTPUTS, Job
+
+
+class UriSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="path of a scene under one of the server's input roots (or file:// URL)")
+    model: str = Field(description="model name, see GET /v1/models")
+    bands: str | None = Field(default=None, description="1-based scene bands in the card's order, e.g. 4,3,2")
+    stride: int | None = Field(default=None, ge=1, description="chip stride in model pixels")
+
+
+class BatchSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    uris: list[str] = Field(min_length=1, max_length=1000)
+    bands: str | None = None
+    stride: int | None = Field(default=None, ge=1)
+
+
+class Progress(BaseModel):
+    chips_total: int
+    chips_done: int
+    chips_failed: int
+    chips_skipped: int
+    chips_per_s: float | None
+    eta_s: float | None
+    chipping_complete: bool
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    model: str
+    batch: str | None = None
+    created: float
+    updated: float
+    finished: float | None = None
+    progress: Progress
+    error: str | None = None
+    failed_chips: dict[str, str] = Field(default_factory=dict)
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job, failures: dict[str, str], base: str) -> JobOut:
+        return cls(
+            id=job.id,
+            status=job.status,
+            model=job.model,
+            batch=job.batch or None,
+            created=job.created,
+            updated=job.updated,
+            finished=job.finished,
+            progress=Progress(
+                chips_total=job.chips_total,
+                chips_done=job.chips_done,
+                chips_failed=job.chips_failed,
+                chips_skipped=job.chips_skipped,
+                chips_per_s=job.rate(),
+                eta_s=job.eta_s(),
+                chipping_complete=job.chipped,
+            ),
+            error=job.error or None,
+            failed_chips=failures,
+            links=links(job, base),
+        )
+
+
+def links(job: Job, base: str) -> dict[str, str]:
+    root = f"{base}/v1/jobs/{job.id}"
+    out = {"self": root, "events": f"{root}/events", "tiles": f"{root}/tiles/{{z}}/{{x}}/{{y}}.png"}
+    out.update({name: f"{root}/results/{name}" for name in OUTPUTS})
+    return out
+
+
+class Accepted(BaseModel):
+    id: str
+    status: str
+    links: dict[str, str]
+
+
+class BatchOut(BaseModel):
+    id: str
+    jobs: list[Accepted]
+
+
+class BatchStatus(BaseModel):
+    id: str
+    jobs: list[JobOut]
+
+
+class ModelOut(BaseModel):
+    name: str
+    id: str
+    version: str
+    task: str
+    classes: list[str]
+    bands: list[str]
+    gsd_m: float
+    patch_size: int
+
+
+class Health(BaseModel):
+    status: str
+    redis: bool
+    version: str

@@ -1,0 +1,144 @@
+"""Accepting a job: resolve the model, open and validate the scene, then record and queue it — or nothing.
+
+A scene is accepted only after ``workers.scene.open_scene`` (GeoTIFF, georeferenced, bands fit the model,
+GSD within range) and a probe read of its middle and last model rows (a truncated file opens fine but fails
+there). Any failure leaves no job record and no file: staged uploads are deleted by the caller, and a job
+whose recording fails half way is rolled back here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from rasterio.windows import Window
+
+from models import package
+from service.storage import StagedFile, adopt, remove_job_files
+from spikescan.config import Settings
+from spikescan.errors import Forbidden, InvalidInput, InvalidScene, UnknownModel
+from workers.chips import ChipGrid
+from workers.jobs import Job, JobStore, new_id
+from workers.queue import WorkStream
+from workers.scene import open_scene
+
+# A bare name from the catalogue: never a path, so a caller cannot make the server load any directory.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class Submitter:
+    def __init__(self, settings: Settings, store: JobStore, chip_stream: WorkStream) -> None:
+        self.settings = settings
+        self.store = store
+        self.chip_stream = chip_stream
+
+    def validate(
+        self, scene: Path, model: str, bands: str | None, stride: int | None, shown_as: str | None = None
+    ) -> str:
+        """Check ``scene`` against ``model``; returns the model's package id. Errors name ``shown_as``."""
+        if not _MODEL_NAME.fullmatch(model):
+            raise UnknownModel(f"unknown model {model!r}: give a model name from GET /v1/models")
+        pkg = package.load(model, self.settings.models_dir)
+        card = pkg.card
+        try:
+            with open_scene(scene, card, bands) as s:
+                ChipGrid.for_model(s.width, s.height, card.patch_size, card.output_stride, stride)
+                for row in {s.height // 2, s.height - 1}:
+                    s.read(Window(0, row, s.width, 1))
+        except InvalidScene as exc:
+            if shown_as and str(scene) in exc.message:
+                raise type(exc)(exc.message.replace(str(scene), shown_as)) from None
+            raise
+        return pkg.id
+
+    def submit_upload(
+        self,
+        owner: str,
+        staged: StagedFile,
+        model: str,
+        bands: str | None,
+        stride: int | None,
+        batch: str = "",
+    ) -> Job:
+        model_id = self.validate(staged.path, model, bands, stride, shown_as=staged.filename or "upload")
+        job_id = new_id()
+        job_dir = self.store.job_dir(job_id)
+        try:
+            scene = adopt(staged.path, job_dir)
+            return self._record(
+                job_id,
+                owner,
+                (model, model_id),
+                scene,
+                uploaded=True,
+                bands=bands,
+                stride=stride,
+                batch=batch,
+            )
+        except BaseException:
+            remove_job_files(job_dir)
+            raise
+
+    def submit_uri(
+        self, owner: str, uri: str, model: str, bands: str | None, stride: int | None, batch: str = ""
+    ) -> Job:
+        scene = self.resolve_uri(uri)
+        model_id = self.validate(scene, model, bands, stride)
+        return self._record(
+            new_id(), owner, (model, model_id), scene, uploaded=False, bands=bands, stride=stride, batch=batch
+        )
+
+    def _record(
+        self,
+        job_id: str,
+        owner: str,
+        model: tuple[str, str],
+        scene: Path,
+        *,
+        uploaded: bool,
+        bands: str | None,
+        stride: int | None,
+        batch: str,
+    ) -> Job:
+        job = self.store.create(
+            job_id,
+            owner,
+            *model,
+            scene,
+            uploaded=uploaded,
+            bands=bands or "",
+            stride=stride,
+            backend=self.settings.backend,
+            batch=batch,
+        )
+        try:
+            self.chip_stream.add({"job": job_id})
+        except BaseException:
+            self.store.delete(job)
+            raise
+        return job
+
+    def resolve_uri(self, uri: str) -> Path:
+        """The real path of ``uri`` if it lies under an input root (symlinks resolved on both sides)."""
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file"):
+            raise InvalidInput(
+                f"{uri}: only paths or file:// URIs under the server's input roots are accepted"
+            )
+        raw = unquote(parsed.path) if parsed.scheme == "file" else uri
+        if not os.path.isabs(raw):
+            raise InvalidInput(f"{uri}: give an absolute path under one of the server's input roots")
+        real = Path(os.path.realpath(raw))
+        roots = [Path(os.path.realpath(r)) for r in self.settings.input_roots]
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            where = (
+                "no input roots are configured (SPIKESCAN_INPUT_ROOTS)"
+                if not roots
+                else "it is outside the server's input roots"
+            )
+            raise Forbidden(f"{uri}: not accepted: {where}")
+        if not real.is_file():
+            raise InvalidScene(f"{uri}: no such file under the input roots")
+        return real

@@ -1,0 +1,190 @@
+"""Real service stacks for the HTTP tests: a private redis-server, `spikescan serve` under uvicorn in a
+subprocess on a free loopback port, and `spikescan worker` processes — nothing in-process, nothing mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+import redis
+
+from models.package import ModelPackage
+from workers import pipeline
+from workers.redis_server import RedisServer
+
+KEYS = ("key-alpha", "key-bravo")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    """Redis + API + workers sharing one data dir; ``env`` is what every process gets."""
+
+    def __init__(self, root: Path, models_dir: Path, **env: str) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.inputs = root / "inputs"
+        self.inputs.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(root / "redis").start()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SPIKESCAN_REDIS_URL": self.redis.url,
+            "SPIKESCAN_DATA_DIR": str(self.data_dir),
+            "SPIKESCAN_MODELS_DIR": str(models_dir),
+            "SPIKESCAN_INPUT_ROOTS": str(self.inputs),
+            "SPIKESCAN_API_KEYS": ",".join(KEYS),
+            "SPIKESCAN_MAX_UPLOAD_MB": "4",
+            "SPIKESCAN_CHIP_CLAIM_TIMEOUT_S": "2",
+            "SPIKESCAN_MAX_CHIP_ATTEMPTS": "3",
+            **env,
+        }
+        self.keys = KEYS
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[BinaryIO] = []
+        self.api = self.spawn(
+            "api", "serve", "--port", str(self.port), "--workers", "0", "--log-level", "warning"
+        )
+        self._wait_healthy()
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spikescan.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, name: str, role: str) -> subprocess.Popen[bytes]:
+        return self.spawn(name, "worker", "--role", role)
+
+    def _wait_healthy(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError((self.root / "api.log").read_text())
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not become healthy")
+
+    def client(self, key: str | None = KEYS[0]) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def rclient(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
+    def wait_done(self, http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = http.get(f"/v1/jobs/{job_id}").json()
+            if status["status"] in ("done", "failed", "cancelled"):
+                return status  # type: ignore[no-any-return]
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not finish: {status}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.redis.stop()
+        for log in self._logs:
+            log.close()
+
+
+@pytest.fixture()
+def new_stack(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Stack]]:
+    """A private stack for one test (extra SPIKESCAN_* variables as keyword arguments), stopped afterwards."""
+    made: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}", models_dir, **env))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture()
+def loopback_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def models_dir(
+    tmp_path_factory: pytest.TempPathFactory, rgb_model: ModelPackage, landsat_model: ModelPackage
+) -> Path:
+    """One catalogue holding both random-weights test models, as a server's SPIKESCAN_MODELS_DIR."""
+    root = tmp_path_factory.mktemp("catalogue")
+    for pkg in (rgb_model, landsat_model):
+        shutil.copytree(pkg.path, root / pkg.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Stack]:
+    """The shared stack: API + one chipper, two inference workers, one mosaicker."""
+    s = Stack(tmp_path_factory.mktemp("stack"), models_dir)
+    try:
+        for name, role in (
+            ("chipper", "chip"),
+            ("infer-1", "infer"),
+            ("infer-2", "infer"),
+            ("mosaicker", "mosaic"),
+        ):
+            s.worker(name, role)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def osbs_reference(osbs_tif: Path, rgb_model: ModelPackage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The in-process pipeline's outputs for OSBS_029 — what the service must reproduce exactly."""
+    out = tmp_path_factory.mktemp("osbs-ref")
+    pipeline.run(osbs_tif, rgb_model, out)
+    return out
+
+
+def _read_bands(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+@pytest.fixture(scope="session")
+def read_bands() -> Callable[[Path], np.ndarray]:
+    """Every band of a raster as one array (for comparing outputs exactly)."""
+    return _read_bands

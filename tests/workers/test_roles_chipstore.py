@@ -1,0 +1,48 @@
+"""Stored chip results: one file per chip row of a batch, each chip read back once, only if counted done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from workers import chipstore
+from workers.chips import ChipGrid
+from workers.mosaic import ChipResult
+
+GRID = ChipGrid(width=100, height=100, patch=16, stride=8, output_stride=4)
+
+
+def _result(row: int, col: int, seed: int) -> ChipResult:
+    rng = np.random.default_rng(seed)
+    cells = GRID.cells
+    return ChipResult(
+        GRID.chip(row, col),
+        rng.random((cells, cells, 3), dtype=np.float32),
+        rng.random((cells, cells)) > 0.2,
+        int(rng.integers(0, 1000)),
+    )
+
+
+def test_batches_are_split_by_row_and_read_back_in_column_order(tmp_path: Path) -> None:
+    batch = [_result(0, 3, 1), _result(1, 0, 2), _result(0, 1, 3)]
+    paths = chipstore.store(tmp_path, batch)
+    assert [p.parent.name for p in paths] == ["r0", "r1"]
+    row0 = chipstore.load_row(tmp_path, 0, {"r0c1", "r0c3"})
+    assert [r.chip.id for r in row0] == ["r0c1", "r0c3"]
+    assert np.array_equal(row0[1].scores, batch[0].scores) and np.array_equal(
+        row0[1].cell_valid, batch[0].cell_valid
+    )
+    assert row0[0].spikes == batch[2].spikes and row0[0].chip == batch[2].chip
+
+
+def test_redelivered_chips_are_kept_once_and_uncounted_ones_never(tmp_path: Path) -> None:
+    first = [_result(2, c, c) for c in range(4)]
+    chipstore.store(tmp_path, first)
+    chipstore.store(tmp_path, first)  # the same batch again: same file, same bytes
+    chipstore.store(tmp_path, [_result(2, 1, 1), _result(2, 5, 5)])  # chip r2c1 again, in another batch
+    assert len(list((tmp_path / "r2").glob("*.npz"))) == 2
+    assert not list((tmp_path / "r2").glob("*.tmp"))
+    done = {"r2c0", "r2c1", "r2c5"}  # r2c2 and r2c3 were dead-lettered after all
+    assert [r.chip.id for r in chipstore.load_row(tmp_path, 2, done)] == ["r2c0", "r2c1", "r2c5"]
+    assert chipstore.load_row(tmp_path, 7, done) == []

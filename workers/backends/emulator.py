@@ -1,0 +1,21 @@
+"""The default backend: the exact CPU emulator (``models.emulator``), spike for spike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.emulator import Emulator
+from models.package import ModelPackage
+from workers.backends.base import Backend, BatchResult
+
+
+class EmulatorBackend(Backend):
+    name = "emulator"
+
+    def __init__(self, package: ModelPackage) -> None:
+        super().__init__(package)
+        self._emulator = Emulator(package)
+
+    def infer(self, pixels: np.ndarray, valid: np.ndarray) -> BatchResult:
+        result = self._emulator.run(pixels, valid)
+        return BatchResult(scores=result.scores, spikes=result.spikes_per_layer.sum(axis=1))

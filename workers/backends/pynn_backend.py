@@ -1,0 +1,88 @@
+"""What every PyNN-simulated backend shares: encode, run through the tiled copies, decode.
+
+Subclasses only say how to set their simulator up and which sign convention its inhibitory weights use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from abc import abstractmethod
+from collections.abc import Iterator
+from types import ModuleType
+
+import numpy as np
+
+from models.emulator import softmax
+from models.encoding import encode
+from models.network import output_grid
+from models.package import ModelPackage
+from models.pynn_net import describe
+from workers.backends.base import Backend, BatchResult
+from workers.backends.pynn_build import Connect, TiledNetwork, build, pynn_connect, run_patches
+
+
+@contextlib.contextmanager
+def quiet_pynn() -> Iterator[None]:
+    """PyNN 0.13 calls NEST 3.10's deprecated Get/SetStatus and logs that NEST has no initial ``v``; both are
+    about PyNN's internals, not our network, and would otherwise flood every batch's output."""
+    pynn_log = logging.getLogger("PyNN")
+    level = pynn_log.level
+    pynn_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"\s*(Set|Get)Status\(\) is deprecated", UserWarning)
+            yield
+    finally:
+        pynn_log.setLevel(level)
+
+
+class PyNNBackend(Backend):
+    negative_inhibitory: bool = True
+    connect: Connect = staticmethod(pynn_connect)  # type: ignore[assignment]
+
+    def __init__(
+        self, package: ModelPackage, copies: int = 1, weights: dict[str, np.ndarray] | None = None
+    ) -> None:
+        super().__init__(package)
+        self.sim = self._setup_simulator()
+        self.net = describe(package, weights)
+        with quiet_pynn():
+            self.tiled: TiledNetwork = build(
+                self.sim, self.net, copies, negative_inhibitory=self.negative_inhibitory, connect=self.connect
+            )
+        self._copies = copies
+        self._layers = [p.name for p in self.net.populations if not p.is_source]
+        owner = np.asarray(package.card.population_code.owner)
+        self._onehot = (owner[:, None] == np.arange(len(package.card.classes))).astype(np.int32)
+
+    @abstractmethod
+    def _setup_simulator(self) -> ModuleType:
+        """The ``pyNN.<simulator>`` module, already ``setup()`` with a 1 ms timestep."""
+
+    @property
+    def copies(self) -> int:
+        return self._copies
+
+    def layer_spikes(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The input's and every layer's spikes, [N, size] per population name (for the cross-check)."""
+        spikes = encode(pixels, self.package.card.encoding, valid).reshape(pixels.shape[0], -1)
+        with quiet_pynn():
+            return {"input": spikes, **run_patches(self.tiled, spikes, self._layers)}
+
+    def infer(self, pixels: np.ndarray, valid: np.ndarray) -> BatchResult:
+        return self.decode(self.layer_spikes(pixels, valid))
+
+    def decode(self, layers: dict[str, np.ndarray]) -> BatchResult:
+        """Class scores and spike totals from ``layer_spikes``' output."""
+        card = self.package.card
+        cy, cx = output_grid(card)
+        out = layers[self.net.output].reshape(-1, cy, cx, self._onehot.shape[0]).astype(np.int32)
+        total = sum(v.sum(axis=1, dtype=np.int64) for v in layers.values())
+        return BatchResult(
+            softmax(out @ self._onehot, card.population_code.beta), np.asarray(total, dtype=np.int64)
+        )
+
+    def close(self) -> None:
+        self.sim.end()

@@ -1,0 +1,168 @@
+"""Build a ``NetworkDescription`` on any PyNN simulator as N tiled copies, feed patches, read spikes back.
+
+Each copy gets its own population per layer. Concatenating copies into one population looks cheaper but is
+not on SpiNNaker: sPyNNaker sizes a core's synaptic matrix from every row of the whole pre-population, so each
+core's SDRAM grows with the number of copies (seen: 80 MB per core at 11 copies, unplaceable). The clock that
+carries the biases is one source shared by all copies. Patches are spread round-robin over the copies: patch i
+goes to copy i % N in time slot i // N, one slot per timestep, because every layer forgets between steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from models.pynn_net import CLOCK, INPUT, THRESHOLD, NetworkDescription, atoms_per_core
+
+# Far below one timestep: the membrane forgets sub-threshold input before the next step.
+TAU_M_MS = 0.01
+# sPyNNaker's usual neurons per core (its population-table row limit); the planner counts cores with it.
+NEURONS_PER_CORE = 256
+# Input spike sources per core on sPyNNaker (see build()); the planner counts cores with it.
+INPUT_ATOMS_PER_CORE = 4096
+
+
+def neuron_params() -> dict[str, float]:
+    return {
+        "tau_m": TAU_M_MS,
+        "cm": 1.0,
+        "v_rest": 0.0,
+        "v_reset": 0.0,
+        "v_thresh": THRESHOLD,
+        "tau_refrac": 0.0,
+        "i_offset": 0.0,
+    }
+
+
+@dataclass
+class TiledNetwork:
+    sim: ModuleType
+    net: NetworkDescription
+    copies: int
+    # populations[name][k] is copy k's population (the clock has one, shared).
+    populations: dict[str, list[Any]]
+    # projections[i][k]: copy k's projection for net.projections[i].
+    projections: list[list[Any]]
+    t0: float = 0.0  # first input timestep of the current batch
+
+
+Connect = Callable[[ModuleType, Any, Any, np.ndarray, str], Any]
+
+
+def pynn_connect(sim: ModuleType, pre: Any, post: Any, table: np.ndarray, receptor: str) -> Any:
+    """A PyNN ``Projection`` from an array of (pre, post, weight, delay) rows."""
+    conn = sim.FromListConnector(table, column_names=["weight", "delay"])
+    return sim.Projection(pre, post, conn, receptor_type=receptor)
+
+
+def build(
+    sim: ModuleType,
+    net: NetworkDescription,
+    copies: int,
+    *,
+    negative_inhibitory: bool,
+    record_all: bool = True,
+    connect: Connect = pynn_connect,
+) -> TiledNetwork:
+    """Create populations and projections for ``copies`` copies on an already set-up simulator.
+
+    ``negative_inhibitory``: NEST wants inhibitory current weights negative (a positive one silently
+    excites); sPyNNaker wants their magnitudes. ``connect`` makes one projection from a row table.
+    """
+    pops: dict[str, list[Any]] = {}
+    per_core = {
+        p.name: atoms_per_core(net, p.name, NEURONS_PER_CORE) for p in net.populations if not p.is_source
+    }
+    for spec in net.populations:
+        if spec.name == CLOCK:
+            pops[CLOCK] = [sim.Population(1, sim.SpikeSourceArray(spike_times=[]), label=CLOCK)]
+            continue
+        pops[spec.name] = []
+        for k in range(copies):
+            model = (
+                sim.SpikeSourceArray(spike_times=[])
+                if spec.is_source
+                else sim.IF_curr_delta(**neuron_params())
+            )
+            pop = sim.Population(spec.size, model, label=f"{spec.name}#{k}")
+            if spec.is_source and hasattr(pop, "set_max_atoms_per_core"):
+                # sPyNNaker sizes a core's synaptic matrix by every atom of each pre-slice it hears from;
+                # one big input slice makes first-layer cores need ~15 MB each and fills chips' SDRAM.
+                pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+            if not spec.is_source and hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+                # A pre-neuron's synapses into one core (a row) are limited to 256 on the board; cores
+                # small enough for that keep sPyNNaker from refusing the network.
+                pop.set_max_atoms_per_core(per_core[spec.name])
+            if not spec.is_source and (record_all or spec.name == net.output):
+                pop.record("spikes")
+            pops[spec.name].append(pop)
+    projections = []
+    for proj in net.projections:
+        rows = proj.rows.copy()
+        if not proj.excitatory and negative_inhibitory:
+            rows[:, 2] = -rows[:, 2]
+        # An array (pre, post, weight, delay) goes to the simulator without a Python tuple per synapse.
+        table = np.column_stack([rows, np.ones(len(rows))])
+        receptor = "excitatory" if proj.excitatory else "inhibitory"
+        per_copy = []
+        for k in range(copies):
+            pre = pops[proj.pre][0 if proj.pre == CLOCK else k]
+            per_copy.append(connect(sim, pre, pops[proj.post][k], table, receptor))
+        projections.append(per_copy)
+    return TiledNetwork(sim, net, copies, pops, projections)
+
+
+def input_schedule(
+    tiled: TiledNetwork, spikes: np.ndarray
+) -> tuple[list[list[list[float]]], list[float], int]:
+    """Per copy, spike times per input neuron; the clock's times; the number of slots used.
+
+    ``spikes``: [N, input size] 0/1, one row per patch.
+    """
+    n, size = spikes.shape
+    slots = -(-n // tiled.copies)
+    times: list[list[list[float]]] = [[[] for _ in range(size)] for _ in range(tiled.copies)]
+    for i, j in zip(*np.nonzero(spikes), strict=True):
+        times[i % tiled.copies][j].append(tiled.t0 + i // tiled.copies)
+    # Layer d computes slot s at t0 + s + d from clock spikes sent one step earlier.
+    clock = [tiled.t0 + s for s in range(slots + tiled.net.latency_steps - 1)]
+    return times, clock, slots
+
+
+def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+    """Run ``spikes`` [N, input size] through the copies; each listed layer's spikes as [N, layer size]."""
+    sim = tiled.sim
+    # Batches follow each other in simulated time (NEST cannot reset). NEST drops spike-generator times less
+    # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.
+    tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
+    times, clock, slots = input_schedule(tiled, spikes)
+    for k, pop in enumerate(tiled.populations[INPUT]):
+        pop.set(spike_times=[sim.Sequence(t) for t in times[k]])
+    tiled.populations[CLOCK][0].set(spike_times=[sim.Sequence(clock)])
+    sim.run_until(tiled.t0 + slots + tiled.net.latency_steps + 1)
+    return {name: _collect(tiled, name, spikes.shape[0]) for name in layers}
+
+
+def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
+    """Spikes of layer ``name`` per patch: a spike at t came from the patch in slot t - t0 - depth."""
+    depth = 1 + [p.name for p in tiled.net.populations if not p.is_source].index(name)
+    size = next(p.size for p in tiled.net.populations if p.name == name)
+    result = np.zeros((n_patches, size), dtype=np.uint8)
+    for copy, pop in enumerate(tiled.populations[name]):
+        with warnings.catch_warnings():
+            # neo complains about spikes past the segment's t_stop after a run that continued an earlier one;
+            # every spike is placed by its own time below, so nothing depends on t_stop.
+            warnings.filterwarnings("ignore", "Recorded at least one spike after t_stop", UserWarning)
+            block = pop.get_data("spikes", clear=True).segments[-1]
+        for train in block.spiketrains:
+            j = int(train.annotations["source_index"])
+            slots = np.rint(np.asarray(train.magnitude, dtype=np.float64) - tiled.t0 - depth).astype(int)
+            patches = slots * tiled.copies + copy
+            keep = (slots >= 0) & (patches < n_patches)
+            result[patches[keep], j] = 1
+    return result

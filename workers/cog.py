@@ -1,0 +1,140 @@
+"""Mosaic strips to ``scores.tif`` and ``classes.tif``: tiled temporary GeoTIFFs, then GDAL's COG driver.
+
+``LayerWriter`` is the mosaicker's sink. Strips go straight to disk; ``finish()`` converts both files to
+Cloud-Optimized GeoTIFFs with internal overviews (GDAL reads the temporary files block by block, so this step
+is bounded in memory too) and removes the temporaries.
+
+- ``classes.tif``: uint8 argmax class per output cell, 255 = no data (no valid chip saw the cell); a colour
+  table from the card's colours; class names in the metadata (``CLASSES`` JSON list, ``CLASS_<i>``).
+- ``scores.tif``: one uint8 band per class (score × 255; the band scale 1/255 gives back 0..1), then ``hits``
+  (chips that contributed, capped at 255) and ``disagreement`` (the mosaic's seam score × 510, i.e. 255 at
+  the largest disagreement two chips can have). Band descriptions name each band.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+from spikescan.errors import OutputError
+from workers.mosaic import Strip
+
+NODATA_CLASS = 255
+TILE = 256
+
+
+class LayerWriter:
+    def __init__(
+        self,
+        out_dir: Path,
+        width: int,
+        height: int,
+        transform: Affine,
+        crs: CRS,
+        classes: list[str],
+        colors: list[list[int]],
+    ) -> None:
+        self.out_dir = out_dir
+        self.classes = classes
+        self._size = (width, height)
+        base = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "transform": transform,
+            "crs": crs,
+            "dtype": "uint8",
+            "tiled": True,
+            "blockxsize": TILE,
+            "blockysize": TILE,
+        }
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._scores = rasterio.open(out_dir / ".scores.tmp.tif", "w", count=len(classes) + 2, **base)
+            self._classes = rasterio.open(
+                out_dir / ".classes.tmp.tif", "w", count=1, nodata=NODATA_CLASS, **base
+            )
+        except (OSError, rasterio.errors.RasterioError) as exc:
+            raise OutputError(f"{out_dir}: cannot write outputs ({exc})") from None
+        self._describe(classes, colors)
+
+    def _describe(self, classes: list[str], colors: list[list[int]]) -> None:
+        names = [f"score:{c}" for c in classes] + ["hits", "disagreement"]
+        for i, name in enumerate(names, start=1):
+            self._scores.set_band_description(i, name)
+        self._scores.scales = [1 / 255] * len(classes) + [1.0, 1 / 510]
+        self._scores.update_tags(
+            CLASSES=json.dumps(classes),
+            SCORE_SCALE="value / 255",
+            DISAGREEMENT="weighted variance of overlapping chips' scores, x 510",
+        )
+        self._classes.set_band_description(1, "class")
+        self._classes.update_tags(
+            CLASSES=json.dumps(classes), **{f"CLASS_{i}": c for i, c in enumerate(classes)}
+        )
+        table = {i: tuple(int(v) for v in rgba) for i, rgba in enumerate(colors)}
+        table[NODATA_CLASS] = (0, 0, 0, 0)
+        self._classes.write_colormap(1, table)
+
+    def write_strip(self, strip: Strip) -> None:
+        window = Window(0, strip.y0, self._size[0], strip.height)
+        seen = strip.hits > 0
+        scores = np.rint(np.clip(strip.scores, 0.0, 1.0) * 255).astype(np.uint8)
+        classes = np.where(seen, strip.scores.argmax(axis=-1), NODATA_CLASS).astype(np.uint8)
+        extra = np.stack(
+            [np.minimum(strip.hits, 255), np.rint(np.clip(strip.disagreement * 510, 0, 255))]
+        ).astype(np.uint8)
+        self._scores.write(np.concatenate([np.moveaxis(scores, -1, 0), extra]), window=window)
+        self._classes.write(classes[None], window=window)
+
+    def finish(self) -> dict[str, Path]:
+        """Close the temporaries, translate them to COGs, and return {"scores": path, "classes": path}."""
+        paths = {}
+        for name, ds, resampling in (("scores", self._scores, "AVERAGE"), ("classes", self._classes, "MODE")):
+            tmp = Path(ds.name)
+            ds.close()
+            paths[name] = self.out_dir / f"{name}.tif"
+            to_cog(tmp, paths[name], resampling)
+            tmp.unlink()
+        return paths
+
+    def abort(self) -> None:
+        for ds in (self._scores, self._classes):
+            if not ds.closed:
+                ds.close()
+            Path(ds.name).unlink(missing_ok=True)
+
+
+def to_cog(src: Path, dst: Path, resampling: str) -> None:
+    """GDAL's COG driver: deflate, 256-pixel tiles, overviews down to one tile (at least one level)."""
+    with rasterio.open(src) as ds:
+        levels = 1
+        while max(ds.width, ds.height) / 2 ** (levels + 1) >= TILE / 2:
+            levels += 1
+    try:
+        rasterio.shutil.copy(
+            src,
+            dst,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=TILE,
+            OVERVIEWS="IGNORE_EXISTING",
+            OVERVIEW_COUNT=levels,
+            RESAMPLING=resampling,
+            BIGTIFF="IF_SAFER",
+        )
+    except rasterio.errors.RasterioError as exc:
+        raise OutputError(f"{dst}: cannot write the COG ({exc})") from None
+
+
+def is_valid_cog(path: Path) -> bool:
+    valid, errors, _warnings = cog_validate(str(path), quiet=True)
+    return bool(valid) and not errors

@@ -1,0 +1,323 @@
+"""Job records in Redis: the state machine, chip bookkeeping that counts each chip once, progress.
+
+One hash per job (``spikescan:job:<id>``) plus three sets of chip ids: queued, done, failed. Counting by set
+membership is what makes chip results idempotent: a redelivered chip is stored again (same bytes) and its
+SADD returns 0, so it never counts twice. Completion is detected in the same Lua script that counts, and
+``mosaic_queued`` is set with HSETNX, so exactly one caller enqueues the mosaic, however the races fall.
+
+States: queued → chipping → running → mosaicking → done, and failed / cancelled from any live state.
+Terminal states never change again; a redelivered task may repeat its own state (chipping → chipping).
+
+Files of a job live under ``<data_dir>/jobs/<id>/``: ``chips/`` (per-chip results), ``out/`` (the five
+outputs) and, for uploads, ``scene.tif``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from spikescan.errors import NotFound
+from workers.queue import PREFIX
+
+STATES = ("queued", "chipping", "running", "mosaicking", "done", "failed", "cancelled")
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+_NEXT: dict[str, tuple[str, ...]] = {
+    "queued": ("queued", "chipping"),
+    "chipping": ("chipping", "running"),
+    "running": ("running", "mosaicking"),
+    "mosaicking": ("mosaicking", "done"),
+}
+OUTPUTS = ("classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json")
+
+# KEYS: job hash. ARGV: new status, now, then field/value pairs. Returns 1, or 0 if the move is not allowed.
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return -1 end
+local allowed = cjson.decode(ARGV[3])[cur] or {}
+local ok = false
+for _, s in ipairs(allowed) do if s == ARGV[1] then ok = true end end
+if not ok then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated', ARGV[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: job hash. ARGV: field/value pairs. Workers write through this so that a job deleted under them is not
+# brought back as a stray half-record. Returns 1, or 0 if the job is gone.
+_ANNOTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: job hash, queued set. ARGV: chip ids. Returns the queued count so far, or -1 if the job is gone.
+_QUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('SADD', KEYS[2], unpack(ARGV))
+local total = redis.call('SCARD', KEYS[2])
+redis.call('HSET', KEYS[1], 'chips_total', total)
+return total
+"""
+
+# KEYS: job hash, chip set to add to, queued set, done set, failed set. ARGV: counter field, now, chip ids...
+# Returns {chips counted now, complete (0/1)}; complete is 1 for exactly one caller per job.
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local counted = 0
+for i = 3, #ARGV do
+  local chip = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[4], chip) == 0 and redis.call('SISMEMBER', KEYS[5], chip) == 0 then
+    counted = counted + redis.call('SADD', KEYS[2], chip)
+  end
+end
+if counted > 0 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], counted)
+  redis.call('HSETNX', KEYS[1], 'first_chip', ARGV[2])
+  redis.call('HSET', KEYS[1], 'last_chip', ARGV[2])
+end
+local complete = 0
+if redis.call('HGET', KEYS[1], 'chipped') == '1' and redis.call('HGET', KEYS[1], 'status') == 'running' then
+  local finished = redis.call('SCARD', KEYS[4]) + redis.call('SCARD', KEYS[5])
+  if finished >= redis.call('SCARD', KEYS[3]) then
+    complete = redis.call('HSETNX', KEYS[1], 'mosaic_queued', '1')
+  end
+end
+return {counted, complete}
+"""
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    status: str
+    model: str
+    scene: str
+    created: float
+    updated: float
+    model_id: str = ""
+    uploaded: bool = False
+    bands: str = ""
+    stride: int | None = None
+    backend: str = ""
+    batch: str = ""
+    chipped: bool = False
+    chips_total: int = 0
+    chips_done: int = 0
+    chips_failed: int = 0
+    chips_skipped: int = 0
+    started: float | None = None  # chipping began
+    first_chip: float | None = None
+    last_chip: float | None = None
+    finished: float | None = None
+    error: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def rate(self, now: float | None = None) -> float | None:
+        """Chips per second from the start of chipping to the last chip (to now while chips are running);
+        None before the first chip is done."""
+        if self.started is None or self.last_chip is None or not self.chips_done:
+            return None
+        end = (now or time.time()) if self.status in ("chipping", "running") else self.last_chip
+        span = end - self.started
+        return self.chips_done / span if span > 0 else None
+
+    def eta_s(self, now: float | None = None) -> float | None:
+        rate = self.rate(now)
+        if self.terminal:
+            return 0.0
+        if not self.chipped or rate is None:
+            return None
+        return max(0, self.chips_total - self.chips_done - self.chips_failed) / rate
+
+
+_INT = ("chips_total", "chips_done", "chips_failed", "chips_skipped")
+_FLOAT = ("created", "updated", "started", "first_chip", "last_chip", "finished")
+
+
+def _decode(raw: dict[bytes, bytes]) -> Job:
+    h = {k.decode(): v.decode() for k, v in raw.items()}
+    known = {f for f in Job.__dataclass_fields__ if f != "extra"}
+    kwargs: dict[str, object] = {k: v for k, v in h.items() if k in known}
+    for k in _INT:
+        kwargs[k] = int(h.get(k, 0))
+    for k in _FLOAT:
+        kwargs[k] = float(h[k]) if h.get(k) else None
+    kwargs["uploaded"] = h.get("uploaded") == "1"
+    kwargs["chipped"] = h.get("chipped") == "1"
+    kwargs["stride"] = int(h["stride"]) if h.get("stride") else None
+    kwargs["extra"] = {k: v for k, v in h.items() if k not in known}
+    return Job(**kwargs)  # type: ignore[arg-type]
+
+
+def new_id(prefix: str = "j") -> str:
+    return prefix + secrets.token_hex(10)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, data_dir: Path) -> None:
+        self.client = client
+        self.data_dir = data_dir
+        self._transition = client.register_script(_TRANSITION)
+        self._record = client.register_script(_RECORD)
+        self._annotate = client.register_script(_ANNOTATE)
+        self._queue = client.register_script(_QUEUE)
+
+    # --- keys and files -----------------------------------------------------------------------------------
+    @staticmethod
+    def key(job_id: str, part: str = "") -> str:
+        return f"{PREFIX}:job:{job_id}" + (f":{part}" if part else "")
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / job_id
+
+    def chip_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "chips"
+
+    def out_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "out"
+
+    # --- records ------------------------------------------------------------------------------------------
+    def create(
+        self,
+        job_id: str,
+        owner: str,
+        model: str,
+        model_id: str,
+        scene: Path,
+        *,
+        uploaded: bool,
+        bands: str = "",
+        stride: int | None = None,
+        backend: str = "",
+        batch: str = "",
+    ) -> Job:
+        now = time.time()
+        record = {
+            "id": job_id,
+            "owner": owner,
+            "status": "queued",
+            "model": model,
+            "model_id": model_id,
+            "scene": str(scene),
+            "created": now,
+            "updated": now,
+            "uploaded": int(uploaded),
+            "bands": bands,
+            "stride": stride or "",
+            "backend": backend,
+            "batch": batch,
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key(job_id), mapping=record)
+        pipe.zadd(f"{PREFIX}:jobs", {job_id: now})
+        pipe.sadd(f"{PREFIX}:owner:{owner}", job_id)
+        pipe.execute()
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        job = self.find(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        raw = self.client.hgetall(self.key(job_id))
+        return _decode(raw) if b"id" in raw else None
+
+    def ids_of(self, owner: str) -> list[str]:
+        return sorted(x.decode() for x in self.client.smembers(f"{PREFIX}:owner:{owner}"))
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        ids = [x.decode() for x in self.client.zrange(f"{PREFIX}:jobs", 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.key(job_id), "status")
+        for status in pipe.execute():
+            if status is not None:
+                counts[status.decode()] = counts.get(status.decode(), 0) + 1
+        return counts
+
+    # --- state machine ------------------------------------------------------------------------------------
+    def move(self, job_id: str, status: str, **fields: object) -> bool:
+        """Move to ``status`` if the state machine allows it from where the job is; False if not."""
+        allowed = {k: list(v) for k, v in _NEXT.items()}
+        for live in _NEXT:
+            allowed[live] = allowed[live] + ["failed", "cancelled"]
+        if status in TERMINAL:
+            fields.setdefault("finished", time.time())
+        if status == "chipping":
+            fields.setdefault("started", time.time())
+        args: list[object] = [status, time.time(), json.dumps(allowed)]
+        for k, v in fields.items():
+            args += [k, "" if v is None else v]
+        result = int(self._transition(keys=[self.key(job_id)], args=args))
+        if result < 0:
+            raise NotFound(f"no job {job_id!r}")
+        return result == 1
+
+    def fail(self, job_id: str, message: str) -> bool:
+        return self.move(job_id, "failed", error=message)
+
+    # --- chips --------------------------------------------------------------------------------------------
+    def annotate(self, job_id: str, **fields: object) -> bool:
+        """Set fields of a job that still exists; False (and nothing written) if it was deleted."""
+        args = [x for kv in fields.items() for x in (kv[0], "" if kv[1] is None else kv[1])]
+        return bool(self._annotate(keys=[self.key(job_id)], args=args))
+
+    def add_queued(self, job_id: str, chip_ids: list[str]) -> bool:
+        """Count chips as queued (idempotent: a set); False if the job was deleted meanwhile."""
+        if not chip_ids:
+            return self.client.exists(self.key(job_id)) == 1
+        return int(self._queue(keys=[self.key(job_id), self.key(job_id, "queued")], args=chip_ids)) >= 0
+
+    def finish_chipping(self, job_id: str, skipped: int) -> bool:
+        """Mark chipping complete; True if every chip was already finished (the caller queues the mosaic)."""
+        if not self.annotate(job_id, chipped=1, chips_skipped=skipped) or not self.move(job_id, "running"):
+            return False
+        return self._count(job_id, [], "done")[1]
+
+    def chips_done(self, job_id: str, chip_ids: list[str]) -> tuple[int, bool]:
+        """(chips counted now, job complete now). Idempotent: a chip already done or failed is not counted
+        again, so a redelivered chip never counts twice."""
+        return self._count(job_id, chip_ids, "done")
+
+    def chip_done(self, job_id: str, chip_id: str) -> tuple[bool, bool]:
+        counted, complete = self._count(job_id, [chip_id], "done")
+        return bool(counted), complete
+
+    def chip_failed(self, job_id: str, chip_id: str, reason: str) -> tuple[bool, bool]:
+        counted, complete = self._count(job_id, [chip_id], "failed")
+        if counted:
+            self.client.hset(self.key(job_id, "failures"), chip_id, reason)
+        return bool(counted), complete
+
+    def _count(self, job_id: str, chip_ids: list[str], which: str) -> tuple[int, bool]:
+        keys = [self.key(job_id, p) for p in ("", which, "queued", "done", "failed")]
+        counted, complete = self._record(keys=keys, args=[f"chips_{which}", time.time(), *chip_ids])
+        return int(counted), bool(complete)
+
+    def done_chips(self, job_id: str) -> set[str]:
+        return {x.decode() for x in self.client.smembers(self.key(job_id, "done"))}
+
+    def failures(self, job_id: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.key(job_id, "failures")).items()}
+
+    def delete(self, job: Job) -> None:
+        parts = ("", "queued", "done", "failed", "failures")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*(self.key(job.id, p) for p in parts))
+        pipe.zrem(f"{PREFIX}:jobs", job.id)
+        pipe.srem(f"{PREFIX}:owner:{job.owner}", job.id)
+        pipe.execute()

@@ -1,0 +1,138 @@
+"""Blend per-chip results into output strips in memory bounded by the scene's width.
+
+Feed the ``Mosaicker`` the results of chip row 0, then row 1, ... (any order within a row; skipped chips are
+simply absent). After each row it hands every output row that no later chip can touch to its sink as a
+``Strip``, so it holds at most one chip's height of output rows: memory ∝ width × patch, whatever the scene's
+height. The same object runs in-process (``workers.pipeline``) and in the service's mosaic worker, which
+rebuilds ``ChipResult`` records from storage with ``ChipResult.from_bytes``.
+
+Blending. Each valid cell (one with at least one valid pixel) of every chip covering an output cell adds its
+class scores with the weight
+
+    w(i, j) = (1 + min(i, n-1-i)) * (1 + min(j, n-1-j))        for cell (i, j) of a chip n cells wide,
+
+a pyramid that is highest in the chip's centre and lowest (1) on its border, where the network's receptive
+field ran into the chip's zero padding. Scores are the weighted mean; ``hits`` counts the chips that
+contributed; ``disagreement`` is the weighted variance of the chips' score vectors summed over classes
+(0 when all chips agree; 0.5 when two chips put all their score on different classes) — a seam score.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from workers.chips import Chip, ChipGrid
+
+
+@dataclass
+class ChipResult:
+    """What inference produced for one chip: the record the service stores and the mosaicker consumes."""
+
+    chip: Chip
+    scores: np.ndarray  # float32 [cy, cx, classes]
+    cell_valid: np.ndarray  # bool [cy, cx]: cells with at least one valid pixel
+    spikes: int
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            chip=np.array([self.chip.row, self.chip.col, self.chip.x, self.chip.y, self.chip.size]),
+            scores=self.scores.astype(np.float32),
+            cell_valid=self.cell_valid,
+            spikes=np.int64(self.spikes),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChipResult:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            row, col, x, y, size = (int(v) for v in z["chip"])
+            return cls(Chip(row, col, x, y, size), z["scores"], z["cell_valid"], int(z["spikes"]))
+
+
+@dataclass
+class Strip:
+    """Finished output rows ``y0 .. y0 + height`` of the whole output width."""
+
+    y0: int
+    scores: np.ndarray  # float32 [h, w, classes]: blended scores, 0 where no chip saw the cell
+    hits: np.ndarray  # uint16 [h, w]
+    disagreement: np.ndarray  # float32 [h, w]
+
+    @property
+    def height(self) -> int:
+        return int(self.hits.shape[0])
+
+
+class StripSink(Protocol):
+    def write_strip(self, strip: Strip) -> None: ...
+
+
+def blend_weights(cells: int) -> np.ndarray:
+    """The pyramid weight of each cell of a chip ``cells`` wide (see the module docstring)."""
+    ramp = 1.0 + np.minimum(np.arange(cells), cells - 1 - np.arange(cells))
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+class Mosaicker:
+    def __init__(self, grid: ChipGrid, n_classes: int, sink: StripSink) -> None:
+        self.grid = grid
+        self.sink = sink
+        self._weights = blend_weights(grid.cells)
+        self._top = 0  # first output row not yet flushed
+        self._next_row = 0
+        h, w = grid.cells, grid.out_width
+        self._acc = np.zeros((h, w, n_classes), np.float32)  # Σ w·p
+        self._acc_sq = np.zeros((h, w), np.float32)  # Σ w·|p|²
+        self._wsum = np.zeros((h, w), np.float32)
+        self._hits = np.zeros((h, w), np.uint16)
+
+    @property
+    def done(self) -> bool:
+        return self._next_row >= self.grid.rows
+
+    def feed_row(self, row: int, results: Iterable[ChipResult]) -> None:
+        """Add all results of chip row ``row`` (rows strictly in order), then flush the finished strip."""
+        if row != self._next_row:
+            raise ValueError(f"chip row {row} fed out of order (expected row {self._next_row})")
+        for result in results:
+            if result.chip.row != row:
+                raise ValueError(f"chip {result.chip.id} fed with row {row}")
+            self._add(result)
+        self._next_row += 1
+        self._flush(self.grid.final_rows(row))
+
+    def _add(self, result: ChipResult) -> None:
+        os_ = self.grid.output_stride
+        y, x = result.chip.y // os_ - self._top, result.chip.x // os_
+        h = min(self.grid.cells, self.grid.out_height - self._top - y)
+        w = min(self.grid.cells, self.grid.out_width - x)
+        if h <= 0 or w <= 0:
+            return
+        wt = (self._weights * result.cell_valid)[:h, :w]
+        p = result.scores[:h, :w]
+        self._acc[y : y + h, x : x + w] += wt[..., None] * p
+        self._acc_sq[y : y + h, x : x + w] += wt * (p * p).sum(axis=-1)
+        self._wsum[y : y + h, x : x + w] += wt
+        self._hits[y : y + h, x : x + w] += result.cell_valid[:h, :w]
+
+    def _flush(self, until: int) -> None:
+        n = until - self._top
+        if n <= 0:
+            return
+        wsum = self._wsum[:n]
+        seen = wsum > 0
+        safe = np.where(seen, wsum, 1.0)
+        mean = self._acc[:n] / safe[..., None]
+        var = np.where(seen, self._acc_sq[:n] / safe - (mean * mean).sum(axis=-1), 0.0)
+        self.sink.write_strip(Strip(self._top, mean, self._hits[:n].copy(), np.clip(var, 0.0, None)))
+        for buf in (self._acc, self._acc_sq, self._wsum, self._hits):
+            buf[:-n] = buf[n:].copy()
+            buf[-n:] = 0
+        self._top = until

@@ -1,0 +1,248 @@
+"""The whole job in one process: scene → chip grid → backend (batches of chips) → mosaic → outputs.
+
+``run(...)`` is the in-process path behind ``spikescan predict``; the service runs the same pieces in separate
+processes (chipper: ``Scene.read_chip_row`` + ``has_data``; inference: ``Backend.infer`` + ``chip_results``;
+mosaicker: ``Mosaicker`` + ``LayerWriter``; then ``finish_outputs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from models import package as model_package
+from models.package import ModelPackage
+from spikescan.config import Settings, get_settings
+from workers import detections, report, stac
+from workers.backends import Backend, BatchResult, get_backend
+from workers.batching import RowBatcher
+from workers.chips import ChipGrid, cell_validity
+from workers.cog import LayerWriter
+from workers.mosaic import ChipResult, Mosaicker
+from workers.progress import Progress, ProgressCallback
+from workers.scene import ChipBatch, Scene, open_scene
+
+# GDAL's block cache defaults to 5 % of RAM and fills up on big scenes; a small fixed cap keeps peak memory
+# independent of the scene's size (tiles evicted early are decompressed again: a little time for flat memory).
+GDAL_CACHE_MB = 16
+
+
+def has_data(batch: ChipBatch) -> np.ndarray:
+    """Chips with at least one valid pixel; the rest are skipped before inference."""
+    return batch.valid.any(axis=(1, 2))
+
+
+def chip_results(batch: ChipBatch, result: BatchResult, output_stride: int) -> list[ChipResult]:
+    cells = cell_validity(batch.valid, output_stride)
+    return [
+        ChipResult(chip, result.scores[i], cells[i], int(result.spikes[i]))
+        for i, chip in enumerate(batch.chips)
+    ]
+
+
+def infer_batch(
+    backend: Backend, batch: ChipBatch, batch_size: int, output_stride: int, keep: np.ndarray | None = None
+) -> list[ChipResult]:
+    """Results for the chips ``keep`` (indices; default all), ``batch_size`` chips per backend call."""
+    idx = np.arange(len(batch)) if keep is None else keep
+    results: list[ChipResult] = []
+    for start in range(0, len(idx), batch_size):
+        part = batch.select(idx[start : start + batch_size])
+        results.extend(chip_results(part, backend.infer(part.pixels, part.valid), output_stride))
+    return results
+
+
+def output_transform(scene: Scene, grid: ChipGrid) -> Affine:
+    """Output cell → scene CRS: the model grid scaled by the output stride, from the same origin."""
+    return scene.transform * Affine.scale(grid.output_stride)
+
+
+def run(
+    scene_path: str | Path,
+    model: str | Path | ModelPackage,
+    out_dir: str | Path,
+    *,
+    stride: int | None = None,
+    backend: str | None = None,
+    bands: str | Sequence[int] | None = None,
+    settings: Settings | None = None,
+    quiet: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Scan one scene and write classes.tif, scores.tif, detections.geojson, item.json, report.json.
+
+    Returns the report (also written to ``out_dir/report.json``).
+    """
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _run(
+            scene_path,
+            model,
+            Path(out_dir),
+            stride,
+            backend,
+            bands,
+            settings or get_settings(),
+            Progress.factory(quiet, on_progress),
+        )
+
+
+def _run(
+    scene_path: str | Path,
+    model: str | Path | ModelPackage,
+    out: Path,
+    stride: int | None,
+    backend: str | None,
+    bands: str | Sequence[int] | None,
+    settings: Settings,
+    make_progress: Callable[[int], Progress],
+) -> dict[str, Any]:
+    watch = report.Stopwatch()
+    pkg = model if isinstance(model, ModelPackage) else model_package.load(model, settings.models_dir)
+    with open_scene(scene_path, pkg.card, bands) as scene, get_backend(backend, pkg, settings) as engine:
+        grid = ChipGrid.for_model(
+            scene.width, scene.height, pkg.card.patch_size, pkg.card.output_stride, stride
+        )
+        writer = LayerWriter(
+            out,
+            grid.out_width,
+            grid.out_height,
+            output_transform(scene, grid),
+            scene.crs,
+            pkg.card.classes,
+            pkg.card.colors,
+        )
+        try:
+            counters = _scan(
+                scene,
+                grid,
+                engine,
+                Mosaicker(grid, len(pkg.card.classes), writer),
+                watch,
+                settings.batch_size,
+                make_progress(grid.n_chips),
+            )
+            with watch.stage("cog"):
+                writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        context = {"scene": scene, "grid": grid, "engine": engine, "counters": counters}
+        return finish_outputs(out, pkg, watch, **context)
+
+
+def _scan(
+    scene: Scene,
+    grid: ChipGrid,
+    engine: Backend,
+    mosaic: Mosaicker,
+    watch: report.Stopwatch,
+    batch_size: int,
+    progress: Progress,
+) -> report.Counters:
+    counters = report.Counters(chips_total=grid.n_chips)
+
+    def infer(batch: ChipBatch) -> list[ChipResult]:
+        with watch.stage("infer"):
+            return chip_results(batch, engine.infer(batch.pixels, batch.valid), grid.output_stride)
+
+    def feed(done: list[tuple[int, list[ChipResult]]]) -> None:
+        for row, results in done:
+            with watch.stage("mosaic"):
+                mosaic.feed_row(row, results)
+            counters.chips_processed += len(results)
+            counters.spikes += sum(r.spikes for r in results)
+            progress.update(grid.cols)
+
+    batcher = RowBatcher(infer, batch_size)
+    with progress:
+        for row in range(grid.rows):
+            with watch.stage("read"):
+                batch = scene.read_chip_row(grid, row)
+                keep = has_data(batch)
+            counters.chips_skipped += int((~keep).sum())
+            feed(batcher.add_row(row, batch, np.flatnonzero(keep)))
+        feed(batcher.flush())
+    return counters
+
+
+def finish_outputs(
+    out: Path,
+    pkg: ModelPackage,
+    watch: report.Stopwatch,
+    *,
+    scene: Scene,
+    grid: ChipGrid,
+    engine: Backend,
+    counters: report.Counters,
+) -> dict[str, Any]:
+    """Detections, item.json and report.json from the finished rasters in ``out``."""
+    with watch.stage("detections"):
+        n_det = detections.write_geojson(
+            out / "detections.geojson", out / "classes.tif", out / "scores.tif", pkg.card, pkg.id
+        )
+    resampling = scene.resampled.note() if scene.resampled else None
+    outputs = {name: str(out / href) for name, (href, *_rest) in stac.ASSETS.items()} | {
+        "item": str(out / "item.json")
+    }
+    rep = report.build_report(
+        scene=scene.path,
+        source_shape=scene.source_shape,
+        model={"name": pkg.card.name, "version": pkg.card.version, "id": pkg.id},
+        backend=engine.name,
+        copies=engine.copies,
+        energy_per_chip_j=engine.energy_per_chip_j,
+        grid=grid.to_dict(),
+        counters=counters,
+        watch=watch,
+        resampling=resampling,
+        detections=n_det,
+        outputs=outputs,
+    )
+    props = {
+        "spikescan:model": rep["model"],
+        "spikescan:backend": engine.name,
+        "spikescan:copies": engine.copies,
+        "spikescan:chip_size": grid.patch,
+        "spikescan:stride": grid.stride,
+        "spikescan:output_stride": grid.output_stride,
+        "spikescan:chips": rep["chips"],
+        "spikescan:spikes_total": rep["spikes_total"],
+        "spikescan:spikes_per_chip": rep["spikes_per_chip"],
+        "spikescan:energy_j": rep["energy_j"],
+        "spikescan:resampling": resampling,
+        "spikescan:timings_s": rep["wall_time_s"],
+        "spikescan:detections": n_det,
+    }
+    item = stac.build_item(
+        stac.item_id(scene.path, pkg.card.name, pkg.id),
+        scene.crs,
+        output_transform(scene, grid),
+        (grid.out_height, grid.out_width),
+        props,
+    )
+    report.write_json(out / "item.json", item)
+    report.write_json(out / "report.json", rep)
+    return rep
+
+
+def main(args: argparse.Namespace) -> int:
+    """``spikescan predict``: progress bar on a terminal, summary and output location on stdout."""
+    out = Path(args.out)
+    rep = run(
+        args.scene,
+        args.model,
+        out,
+        stride=args.stride,
+        backend=args.backend,
+        bands=args.bands,
+        quiet=args.quiet,
+    )
+    print(report.summary(rep, out.resolve()), file=sys.stdout)
+    return 0

@@ -1,0 +1,303 @@
+"""Open and validate a scene, map its bands to the model's, and read chips through windows only.
+
+``open_scene(path, card, bands)`` returns a ``Scene``: the raster as the model sees it — the chosen bands,
+in the card's order, on a grid of the model's ground sample distance (GSD). When the scene's GSD is more than
+10 % off the model's, a ``WarpedVRT`` resamples on the fly onto a grid anchored at the scene's top-left
+corner; an integer factor therefore keeps every model pixel on a whole block of scene pixels. Nothing here
+ever reads more than one chip row (scene width × patch) at a time.
+
+Validity follows GDAL's dataset-mask rule: a pixel is valid if any of the used bands is valid (nodata value,
+internal mask or alpha); all-NaN pixels and padding outside the scene are invalid too.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from numpy.lib.stride_tricks import sliding_window_view
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from models.card import ModelCard
+from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch
+from workers.chips import Chip, ChipGrid
+
+GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
+GSD_MAX_FACTOR = 4.0  # refuse beyond this: resampling that far is never what the user meant
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """What the on-the-fly resampling did, for report.json."""
+
+    source_gsd_m: tuple[float, float]
+    model_gsd_m: float
+    factor: tuple[float, float]  # model GSD / scene GSD, per axis (2.0 = two scene pixels per model pixel)
+    method: str
+
+    def note(self) -> str:
+        gx, gy = self.source_gsd_m
+        return (
+            f"scene GSD {gx:.4g} x {gy:.4g} m resampled on the fly to the model's {self.model_gsd_m:g} m "
+            f"({self.method}, factor {self.factor[0]:.4g} x {self.factor[1]:.4g})"
+        )
+
+
+@dataclass
+class ChipBatch:
+    """Chips with their pixels [N, P, P, B] float32 and validity [N, P, P] bool (possibly read-only views)."""
+
+    chips: list[Chip]
+    pixels: np.ndarray
+    valid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def select(self, keep: np.ndarray) -> ChipBatch:
+        """The chips where ``keep`` (a mask or indices) holds, copied out of the row strip."""
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return ChipBatch([self.chips[i] for i in idx], self.pixels[idx], self.valid[idx])
+
+
+class Scene:
+    """An open scene on the model's grid. Use as a context manager; ``read`` takes model-grid windows."""
+
+    def __init__(
+        self, path: Path, src: rasterio.DatasetReader, band_indexes: list[int], card: ModelCard
+    ) -> None:
+        self.path = path
+        self._src = src
+        self.band_indexes = band_indexes
+        self.source_bounds = tuple(src.bounds)
+        self.source_shape = (src.height, src.width)
+        self.resampled = _resampling_plan(path, src, card.gsd_m)
+        self._ds: rasterio.DatasetReader | WarpedVRT = _warped(src, self.resampled) if self.resampled else src
+
+    @property
+    def crs(self) -> CRS:
+        return self._ds.crs
+
+    @property
+    def transform(self) -> Affine:
+        """Model-pixel → scene CRS."""
+        return self._ds.transform
+
+    @property
+    def width(self) -> int:
+        return self._ds.width
+
+    @property
+    def height(self) -> int:
+        return self._ds.height
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Boundless read: pixels [h, w, B] float32 (0 outside) and validity [h, w] (False outside)."""
+        h, w = int(window.height), int(window.width)
+        pixels = np.zeros((h, w, len(self.band_indexes)), np.float32)
+        valid = np.zeros((h, w), bool)
+        inner = _clip(window, self.width, self.height)
+        if inner is None:
+            return pixels, valid
+        (r0, r1), (c0, c1) = inner.toranges()
+        dy, dx = r0 - int(window.row_off), c0 - int(window.col_off)
+        try:
+            data = self._ds.read(self.band_indexes, window=inner)
+            ok = self._validity(data, inner)
+        except RasterioError as exc:
+            raise InvalidScene(f"{self.path}: unreadable pixels near row {r0}, column {c0} ({exc})") from None
+        target = pixels[dy : dy + r1 - r0, dx : dx + c1 - c0]
+        target[...] = np.moveaxis(data, 0, -1)  # cast into place: no full-size temporaries
+        if np.issubdtype(data.dtype, np.floating):
+            ok &= ~np.isnan(target).all(axis=-1)
+        # Nodata values (e.g. -99999) never reach a backend: invalid pixels read as 0 like the padding.
+        target[~ok] = 0
+        valid[dy : dy + r1 - r0, dx : dx + c1 - c0] = ok
+        return pixels, valid
+
+    def _validity(self, data: np.ndarray, window: Window) -> np.ndarray:
+        """Valid if any band is valid. Masks that are only nodata values are computed from the pixels already
+        read — the same rule as GDAL's nodata mask, without a second (warped) read of the window."""
+        nodata = self._nodata_only()
+        if nodata is None:
+            return (self._ds.read_masks(self.band_indexes, window=window) > 0).any(axis=0)
+        ok = np.zeros(data.shape[1:], bool)
+        for band, value in zip(data, nodata, strict=True):
+            ok |= ~np.isnan(band) if math.isnan(value) else band != band.dtype.type(value)
+        return ok
+
+    def _nodata_only(self) -> list[float] | None:
+        flags = [self._ds.mask_flag_enums[i - 1] for i in self.band_indexes]
+        if all(f == [MaskFlags.nodata] for f in flags):
+            return [float(self._ds.nodatavals[i - 1]) for i in self.band_indexes]
+        return None
+
+    def read_chip(self, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
+        return self.read(chip.window)
+
+    def read_chip_row(self, grid: ChipGrid, row: int) -> ChipBatch:
+        """Every chip of one chip row from a single (width × patch) read; chips are views of that strip."""
+        pixels, valid = self.read(grid.row_window(row))
+        p, s = grid.patch, grid.stride
+        # sliding_window_view puts the window axis last: [P, cols, B, P] → [cols, P, P, B], no copy.
+        chip_pixels = sliding_window_view(pixels, p, axis=1)[:, ::s].transpose(1, 0, 3, 2)
+        chip_valid = sliding_window_view(valid, p, axis=1)[:, ::s].transpose(1, 0, 2)
+        return ChipBatch(grid.row(row), chip_pixels, chip_valid)
+
+    def close(self) -> None:
+        if self._ds is not self._src:
+            self._ds.close()
+        self._src.close()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_scene(path: str | Path, card: ModelCard, bands: str | Sequence[int] | None = None) -> Scene:
+    """Open ``path`` for ``card``; an ``InvalidScene`` subclass naming the file if it cannot be scanned."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidScene(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            # We refuse ungeoreferenced scenes ourselves, with a message naming the file.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioError as exc:
+        raise InvalidScene(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
+    try:
+        _check_georeferencing(path, src)
+        indexes = map_bands(path, src, card, bands)
+        return Scene(path, src, indexes, card)
+    except BaseException:
+        src.close()
+        raise
+
+
+def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
+    if src.width < 1 or src.height < 1 or src.count < 1:
+        raise InvalidScene(f"{path}: empty raster ({src.width}x{src.height}, {src.count} bands)")
+    t = src.transform
+    if src.crs is None or t == Affine.identity():
+        gcps, _ = src.gcps
+        hint = " (only ground control points: warp it to a map grid first, e.g. gdalwarp)" if gcps else ""
+        raise InvalidScene(f"{path}: not georeferenced: no CRS and geotransform{hint}")
+    if t.b != 0 or t.d != 0:
+        raise InvalidScene(
+            f"{path}: rotated or sheared geotransform is not supported (warp it north-up first)"
+        )
+    if t.a <= 0 or t.e >= 0:
+        raise InvalidScene(f"{path}: geotransform is not north-up (pixel size {t.a}, {t.e})")
+
+
+def map_bands(
+    path: Path, src: rasterio.DatasetReader, card: ModelCard, bands: str | Sequence[int] | None
+) -> list[int]:
+    """1-based scene bands in the card's order: explicit ``bands``, else names, else all bands in order."""
+    want = [b.name for b in card.bands]
+    if bands is not None:
+        return _explicit_bands(path, src.count, want, bands)
+    if src.count < len(want):
+        raise BandMismatch(
+            f"{path}: has {src.count} band(s), the model needs {len(want)} ({', '.join(want)})"
+        )
+    by_name = _bands_by_name(src)
+    matched = [by_name.get(b.name.lower()) or by_name.get((b.common_name or "").lower()) for b in card.bands]
+    if all(matched) and len(set(matched)) == len(matched):
+        return [int(m) for m in matched if m]
+    if src.count == len(want):
+        return list(range(1, src.count + 1))
+    raise BandMismatch(
+        f"{path}: has {src.count} bands and their names do not identify the model's {len(want)} "
+        f"({', '.join(want)}); pass --bands with {len(want)} 1-based band numbers"
+    )
+
+
+def _explicit_bands(path: Path, count: int, want: list[str], bands: str | Sequence[int]) -> list[int]:
+    try:
+        idx = [int(b) for b in (bands.split(",") if isinstance(bands, str) else bands)]
+    except ValueError:
+        raise BandMismatch(f"{path}: --bands must be comma-separated band numbers, got {bands!r}") from None
+    if len(idx) != len(want):
+        raise BandMismatch(
+            f"{path}: --bands names {len(idx)} band(s), the model needs {len(want)} ({', '.join(want)})"
+        )
+    bad = [i for i in idx if not 1 <= i <= count]
+    if bad:
+        raise BandMismatch(f"{path}: --bands {bad} out of range (the scene has {count} bands)")
+    return idx
+
+
+def _bands_by_name(src: rasterio.DatasetReader) -> dict[str, int]:
+    names: dict[str, int] = {}
+    for i, (desc, ci) in enumerate(zip(src.descriptions, src.colorinterp, strict=True), start=1):
+        for key in (desc, ci.name if ci not in (ColorInterp.undefined, ColorInterp.gray) else None):
+            if key:
+                names.setdefault(key.strip().lower(), i)
+    return names
+
+
+def scene_gsd_m(src: rasterio.DatasetReader) -> tuple[float, float]:
+    """Pixel size in metres (x, y); a geographic CRS is measured along the axes at the scene centre."""
+    t = src.transform
+    if src.crs.is_geographic:
+        lon, lat = t * (src.width / 2, src.height / 2)
+        geod = Geod(ellps="WGS84")
+        return abs(geod.inv(lon, lat, lon + t.a, lat)[2]), abs(geod.inv(lon, lat, lon, lat + t.e)[2])
+    try:
+        factor = src.crs.linear_units_factor[1]
+    except CRSError:
+        factor = 1.0
+    return abs(t.a) * factor, abs(t.e) * factor
+
+
+def _resampling_plan(path: Path, src: rasterio.DatasetReader, model_gsd: float) -> Resampled | None:
+    gsd = scene_gsd_m(src)
+    factor = (model_gsd / gsd[0], model_gsd / gsd[1])
+    if any(f > GSD_MAX_FACTOR or f < 1 / GSD_MAX_FACTOR for f in factor):
+        raise ResolutionMismatch(
+            f"{path}: ground sample distance {gsd[0]:.4g} m is more than {GSD_MAX_FACTOR:g}x off the model's "
+            f"{model_gsd:g} m; resample it yourself or use a model made for this resolution"
+        )
+    if all(abs(f - 1) <= GSD_TOLERANCE for f in factor):
+        return None
+    # Downsampling averages the scene pixels under a model pixel; upsampling interpolates.
+    method = "average" if min(factor) >= 1 else "bilinear"
+    return Resampled(gsd, model_gsd, factor, method)
+
+
+def _warped(src: rasterio.DatasetReader, plan: Resampled) -> WarpedVRT:
+    t = src.transform
+    fx, fy = plan.factor
+    transform = Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)  # anchored at the scene's top-left corner
+    width, height = math.ceil(src.width / fx - 1e-9), math.ceil(src.height / fy - 1e-9)
+    return WarpedVRT(
+        src, crs=src.crs, transform=transform, width=width, height=height, resampling=Resampling[plan.method]
+    )
+
+
+def _clip(window: Window, width: int, height: int) -> Window | None:
+    c0, r0 = max(int(window.col_off), 0), max(int(window.row_off), 0)
+    c1 = min(int(window.col_off + window.width), width)
+    r1 = min(int(window.row_off + window.height), height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,1 @@
+"""SpiNNaker support: a project-owned sPyNNaker workspace, virtual-board mapping, the resource planner."""

@@ -1,0 +1,149 @@
+"""Child program: map N tiled copies of a model onto a virtual SpiNNaker board with sPyNNaker.
+
+Run through ``Workspace.run_child`` (never in the service's own process). ``--mode map`` stops after
+sPyNNaker's mapping stage — partitioning, placement, routing, routing tables — which is what decides how many
+copies fit, and takes seconds. ``--mode weights`` also runs the data-generation stage on one copy, which
+builds
+the synaptic matrices exactly as they would be loaded, and reads the fixed-point weights back.
+
+Prints one JSON line. Placement and routing limits come back as ``{"ok": false, "limit": ..., "error": ...}``
+in words a user understands, not as the toolchain's exceptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def _simulator() -> Any:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pyNN.spiNNaker as sim
+    return sim
+
+
+def map_only(sim: Any, run_ms: float) -> None:
+    """sPyNNaker's run() up to the end of its mapping stage (the rest loads a board we do not have).
+
+    Uses the mapping entry point of sPyNNaker 1!7.4.1 (pinned in pyproject.toml); a version change that
+    moves it fails here loudly rather than silently planning something else.
+    """
+    import spynnaker.pyNN as front_end
+
+    simulator = getattr(front_end, "__simulator")  # the object sim.setup() made; sPyNNaker keeps no getter
+    simulator._data_writer.start_run()
+    steps, total = simulator._calc_run_time(run_ms)
+    simulator._do_mapping(total, steps)
+
+
+def placements_by_population() -> tuple[dict[str, int], int]:
+    from spinn_front_end_common.data import FecDataView
+
+    per_pop: collections.Counter[str] = collections.Counter()
+    system = 0
+    for placement in FecDataView.iterate_placemements():
+        app = getattr(placement.vertex, "app_vertex", None)
+        label = getattr(app, "label", None)
+        if label is None or app is None or type(app).__module__.startswith("spinn_front_end_common"):
+            system += 1
+        else:
+            per_pop[str(label).split("#")[0]] += 1
+    return dict(per_pop), system
+
+
+def routing_entries() -> dict[str, int]:
+    from spinn_front_end_common.data import FecDataView
+
+    tables = FecDataView.get_uncompressed()
+    counts = [t.number_of_entries for t in tables.routing_tables]
+    return {"max_per_chip": max(counts, default=0), "chips_with_routes": len(counts)}
+
+
+def classify(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc)
+    if "Place" in name or "No more chips" in text:
+        return "placement"
+    if "Minimisation" in name or "routing table" in text.lower() or isinstance(exc, IndexError):
+        return "routing"
+    return "toolchain"
+
+
+def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None) -> dict[str, Any]:
+    from models import package
+    from models.pynn_net import describe
+    from workers.backends.pynn_build import build
+
+    pkg = package.load(model)
+    sim = _simulator()
+    started = time.perf_counter()
+    sim.setup(timestep=1.0, n_boards_required=boards)
+    try:
+        tiled = build(sim, describe(pkg), copies, negative_inhibitory=False, record_all=False)
+        if mode == "map":
+            map_only(sim, 10.0)
+        else:
+            sim.run(10.0)
+        per_pop, system = placements_by_population()
+        result: dict[str, Any] = {
+            "ok": True,
+            "copies": copies,
+            "boards": boards,
+            "cores_by_population": per_pop,
+            "application_cores": sum(per_pop.values()),
+            "system_cores": system,
+            "routing": routing_entries(),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        if mode == "weights" and weights_out:
+            save_weights(tiled, weights_out)
+            result["weights_file"] = weights_out
+        return result
+    except Exception as exc:  # the toolchain raises many types; all become one plain answer
+        return {
+            "ok": False,
+            "copies": copies,
+            "boards": boards,
+            "limit": classify(exc),
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            sim.end()
+
+
+def save_weights(tiled: Any, path: str) -> None:
+    """Copy 0's weights as sPyNNaker built them for the board: ``p<i>`` = [n, 3] (pre, post, weight) for the
+    description's projection i."""
+    arrays = {}
+    for i, per_copy in enumerate(tiled.projections):
+        got = per_copy[0].get(["weight"], format="list", with_address=True)
+        arrays[f"p{i}"] = np.array([(a, b, w) for a, b, w in got], dtype=np.float64).reshape(-1, 3)
+    np.savez(path, **arrays)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--copies", type=int, required=True)
+    parser.add_argument("--boards", type=int, default=1)
+    parser.add_argument("--mode", choices=["map", "weights"], default="map")
+    parser.add_argument("--weights-out", default=None, help="npz for the board's weights (--mode weights)")
+    args = parser.parse_args()
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

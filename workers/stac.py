@@ -1,0 +1,81 @@
+"""``item.json``: a STAC 1.1 Item with the projection extension (v2: ``proj:code``) describing one job.
+
+The geometry is the scene's footprint in EPSG:4326 (edges densified before reprojection so curved edges stay
+honest); ``proj:*`` describe the output grid of the two rasters. Properties carry what produced the result:
+the model's content id, the backend, the chip grid, timings, spike counts and the energy estimate (null when
+the backend cannot estimate it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+from shapely.geometry import Polygon, box, mapping
+from shapely.geometry.polygon import orient
+
+STAC_VERSION = "1.1.0"
+PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+ASSETS = {
+    "classes": ("classes.tif", COG_TYPE, ["data"], "class index per output cell (255 = no data)"),
+    "scores": ("scores.tif", COG_TYPE, ["data"], "per-class scores, hits and disagreement bands"),
+    "detections": ("detections.geojson", "application/geo+json", ["data"], "merged target-class detections"),
+    "report": ("report.json", "application/json", ["metadata"], "chips, throughput, spikes, timings"),
+}
+
+
+def footprint(bounds: tuple[float, float, float, float], crs: CRS) -> dict[str, Any]:
+    """The bounds as a lon/lat polygon (GeoJSON mapping), counter-clockwise per RFC 7946."""
+    ring = box(*bounds).segmentize(max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 16)
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    xs, ys = zip(*ring.exterior.coords, strict=True)
+    lon, lat = to_lonlat.transform(xs, ys)
+    return mapping(orient(Polygon(zip(lon, lat, strict=True)), sign=1.0))
+
+
+def build_item(
+    item_id: str, crs: CRS, transform: Affine, shape: tuple[int, int], properties: dict[str, Any]
+) -> dict[str, Any]:
+    """A STAC Item for outputs on the grid ``transform`` × ``shape`` (rows, cols) in ``crs``."""
+    h, w = shape
+    x0, y0 = transform * (0, 0)
+    x1, y1 = transform * (w, h)
+    proj_bbox = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+    geometry = footprint(tuple(proj_bbox), crs)  # type: ignore[arg-type]
+    xs = [c[0] for c in geometry["coordinates"][0]]
+    ys = [c[1] for c in geometry["coordinates"][0]]
+    epsg = crs.to_epsg()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [PROJECTION_EXT],
+        "id": item_id,
+        "geometry": geometry,
+        "bbox": [min(xs), min(ys), max(xs), max(ys)],
+        "properties": {
+            "datetime": now,
+            "created": now,
+            "proj:code": f"EPSG:{epsg}" if epsg else None,
+            **({} if epsg else {"proj:wkt2": crs.to_wkt()}),
+            "proj:shape": [h, w],
+            "proj:transform": list(transform)[:6],
+            "proj:bbox": proj_bbox,
+            **properties,
+        },
+        "links": [],
+        "assets": {
+            key: {"href": href, "type": mime, "roles": roles, "title": title}
+            for key, (href, mime, roles, title) in ASSETS.items()
+        },
+    }
+
+
+def item_id(scene: Path, model_name: str, model_id: str) -> str:
+    return f"{scene.stem}-{model_name}-{model_id.split(':')[-1][:12]}"
