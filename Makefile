@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= train,test,nest,spinnaker
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow env data lint clean
+WEB_VENDOR := service/web/vendor/leaflet.js
+
+.PHONY: demo test test-slow env data web browser lint clean
 
 env: $(STAMP)
 
@@ -26,7 +28,16 @@ demo: data
 		--model trees-rgb --out $(DEMO_OUT)/trees
 	@echo "Demo outputs: $(abspath $(DEMO_OUT))/landcover and $(abspath $(DEMO_OUT))/trees"
 
-test: data
+# The web map's Leaflet is committed; it is fetched from the npm registry (web/package-lock.json) only when
+# missing. To update it: change web/package.json, `rm -r service/web/vendor`, `make web`.
+web:
+	test -f $(WEB_VENDOR) || (cd web && npm ci --no-audit --no-fund && node build.mjs)
+
+# The web map's end-to-end test drives Debian's Chromium (Playwright never downloads a browser here).
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: data web browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: data

@@ -6,7 +6,9 @@ Two tasks:
   training patches lie entirely inside training blocks, so no test pixel is ever inside a training patch.
 - tree crowns (DeepForest NEON 10 cm RGB + crown boxes): images are area-averaged 2x to the model's 0.2 m
   (as the pipeline resamples), and an output cell is "crown" iff its centre lies inside a crown box shrunk
-  about its centre by ``shrink`` (crown *kernels*: touching crowns stay separate components).
+  about its centre by ``shrink`` (crown *kernels*: touching crowns stay separate components); optionally
+  (``separate_kernels``) each box keeps its centre cell and touching kernels are cut apart. A recipe's
+  ``validation_fraction`` keeps the right-hand strip of each training image out of training, for tuning.
 
 Arrays: pixels float32 [H, W, B] (NaN = no data), labels int16 at output-cell resolution (-1 = unlabelled).
 """

@@ -4,15 +4,22 @@ Each layer's neuron fires in the step its inputs arrive iff W·x + b >= threshol
 threshold are integers in units of the card's fixed-point step, inputs are 0/1, so every accumulated value is
 an integer far below 2**24: float32 BLAS computes it exactly in any summation order, which is what makes the
 result identical to the Keras reference (and to any other exact backend), ties included.
+
+Conv layers with whole-unit weights (every shipped model) run on ``sparse_conv``'s int32 event-driven
+kernels instead: only inputs that fired cost work, and the first layer reads a per-band level table. Integer
+sums are exact too, so both paths give the same spikes; the float32 path remains for dense layers and for
+weights off the unit grid.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from models import sparse_conv
 from models.card import ModelCard
 from models.encoding import encode
 from models.network import LayerShape, layer_shapes, output_grid
@@ -58,21 +65,74 @@ class Emulator:
                 w = source[f"{ls.layer.name}.w"].astype(np.float32)
                 b = source[f"{ls.layer.name}.b"].astype(np.float32)
                 self._params[ls.layer.name] = (w.reshape(-1, w.shape[-1]), np.float32(threshold_units) - b)
+        self._int_params = _integer_convs(self.shapes, self._params)
+        self._levels = _first_layer_levels(self.card, self.shapes, self._int_params)
         owner = np.asarray(self.card.population_code.owner)
         self._owner_onehot = (owner[:, None] == np.arange(len(self.card.classes))).astype(np.float32)
 
     def run(
         self, pixels: np.ndarray, valid: np.ndarray | None = None, keep_layers: bool = False
     ) -> EmulatorResult:
-        return self.run_spikes(encode(pixels, self.card.encoding, valid), keep_layers)
+        if self._levels is None:
+            return self.run_spikes(encode(pixels, self.card.encoding, valid), keep_layers)
+        q = self._levels_fired(pixels, valid)
+        inputs = q.reshape(q.shape[0], -1).sum(axis=1, dtype=np.int64)
+        return self._forward(self._first_layer_by_levels(q), 1, inputs, keep_layers)
+
+    def profile(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
+        """Seconds spent per stage of one run on these pixels: input encoding, then each layer."""
+        clock = time.perf_counter()
+        times: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            times[name], clock = now - clock, now
+
+        if self._levels is None:
+            x, start = np.ascontiguousarray(encode(pixels, self.card.encoding, valid)), 0
+            lap("encode")
+        else:
+            q = self._levels_fired(pixels, valid)
+            lap("encode (levels per band)")
+            x, start = self._first_layer_by_levels(q), 1
+            lap(f"{self.shapes[0].layer.name} (level table)")
+        for ls in self.shapes[start:]:
+            x = self._layer(ls, x)
+            lap(ls.layer.name)
+        return times
+
+    def _levels_fired(self, pixels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """[N,H,W,B] uint8: thermometer levels fired per band (the code is a prefix of ones, so a count)."""
+        thresholds = np.asarray(self.card.encoding.thresholds, dtype=np.float32)
+        values = np.ascontiguousarray(pixels, dtype=np.float32)
+        ok = np.ones(values.shape[:3], bool) if valid is None else np.ascontiguousarray(valid, dtype=bool)
+        q = np.empty(values.shape, np.uint8)
+        sparse_conv.count_levels(values, ok, thresholds, q)
+        return q
+
+    def _first_layer_by_levels(self, q: np.ndarray) -> np.ndarray:
+        first = self.shapes[0]
+        out = np.empty((q.shape[0], *first.out_shape), np.uint8)
+        top, _, left, _ = first.pad
+        thr = self._int_params[first.layer.name][1]
+        sparse_conv.conv_levels(q, self._levels, thr, first.layer.stride, top, left, out)
+        return out
 
     def run_spikes(self, spikes: np.ndarray, keep_layers: bool = False) -> EmulatorResult:
-        n = spikes.shape[0]
         x = np.ascontiguousarray(spikes, dtype=np.uint8)
-        per_layer = [x.reshape(n, -1).sum(axis=1, dtype=np.int64)]
+        return self._forward(x, 0, x.reshape(x.shape[0], -1).sum(axis=1, dtype=np.int64), keep_layers)
+
+    def _forward(
+        self, x: np.ndarray, start: int, input_spikes: np.ndarray, keep_layers: bool
+    ) -> EmulatorResult:
+        """Layers ``start``.. on x, the output of layer ``start - 1`` (or the input spikes when 0)."""
+        n = x.shape[0]
+        per_layer = [input_spikes]
         kept: list[np.ndarray] = []
-        for ls in self.shapes:
-            x = self._layer(ls, x)
+        for i, ls in enumerate(self.shapes):
+            if i >= start:
+                x = self._layer(ls, x)
             # Flatten has no neurons of its own (it renames the previous layer's), so it adds no spikes.
             fired = (
                 np.zeros(n, np.int64)
@@ -100,6 +160,12 @@ class Emulator:
         if kind == "maxpool":
             # The max of binary spikes is their OR; zero padding cannot change it.
             return _windows(x, ls).max(axis=(4, 5))
+        if ls.layer.name in self._int_params:
+            w_int, thr_int = self._int_params[ls.layer.name]
+            out = np.empty((x.shape[0], *ls.out_shape), np.uint8)
+            top, _, left, _ = ls.pad
+            sparse_conv.conv_spikes(x, w_int, thr_int, ls.layer.stride, top, left, out)
+            return out
         w, thr = self._params[ls.layer.name]
         if kind == "dense":
             acc = x.astype(np.float32) @ w
@@ -108,6 +174,34 @@ class Emulator:
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, w.shape[0]).astype(np.float32)
             acc = (cols @ w).reshape(*win.shape[:3], -1)
         return (acc >= thr).view(np.uint8) if acc.dtype == np.bool_ else (acc >= thr).astype(np.uint8)
+
+
+def _integer_convs(
+    shapes: list[LayerShape], params: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Conv layers whose weights and thresholds are whole grid units run on the int32 spike kernels (any
+    partial sum is at most the sum of |w|, far inside int32)."""
+    out = {}
+    for ls in shapes:
+        if ls.layer.kind != "conv2d":
+            continue
+        w, thr = params[ls.layer.name]
+        bound = max(float(np.abs(w).sum(axis=0).max()), float(np.abs(thr).max()))
+        if np.all(w == np.round(w)) and np.all(thr == np.round(thr)) and bound < 2**30:
+            k = ls.layer.kernel
+            out[ls.layer.name] = sparse_conv.pad_outputs(w.reshape(k, k, -1, w.shape[-1]), thr, np.int32)
+    return out
+
+
+def _first_layer_levels(
+    card: ModelCard, shapes: list[LayerShape], int_params: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray | None:
+    """The first layer's level table when its input is a true thermometer code (ascending thresholds)."""
+    thresholds = np.asarray(card.encoding.thresholds, dtype=np.float32)
+    first = shapes[0].layer
+    if first.name not in int_params or not np.all(np.diff(thresholds, axis=1) > 0):
+        return None
+    return sparse_conv.level_table(int_params[first.name][0], thresholds.shape[0], thresholds.shape[1])
 
 
 def _windows(x: np.ndarray, ls: LayerShape) -> np.ndarray:

@@ -25,6 +25,8 @@ from models.package import ModelPackage
 THRESHOLD = 0.5
 CLOCK = "clock"
 INPUT = "input"
+# Input spike sources per population (one SpiNNaker core each).
+INPUT_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class PopulationSpec:
     size: int
     shape: tuple[int, ...]
     is_source: bool = False
+    offset: int = 0  # input chunks: index of the chunk's first neuron in the whole input vector
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,24 @@ class NetworkDescription:
         return sum(p.synapses for p in self.projections)
 
 
-def describe(package: ModelPackage, weights: dict[str, np.ndarray] | None = None) -> NetworkDescription:
-    """The network of ``package`` (or the same network with other integer weights, e.g. the board's)."""
+def describe(
+    package: ModelPackage, weights: dict[str, np.ndarray] | None = None, input_chunk: int = INPUT_CHUNK
+) -> NetworkDescription:
+    """The network of ``package`` (or the same network with other integer weights, e.g. the board's).
+
+    The input is split into source populations of at most ``input_chunk`` neurons ("input.0", "input.1",
+    ...): on SpiNNaker a core's synaptic matrix is sized by every neuron of each source it hears from, and
+    sPyNNaker 7.4.1 cannot take per-neuron spike times for a source it splits itself.
+    """
     card = package.card
     step = card.fixed_point.weight_step
     source = weights if weights is not None else package.weights
     shapes = layer_shapes(card)
     net = NetworkDescription(card.name)
-    net.populations.append(PopulationSpec(INPUT, int(np.prod(shapes[0].in_shape)), shapes[0].in_shape, True))
+    total = int(np.prod(shapes[0].in_shape))
+    for c, start in enumerate(range(0, total, input_chunk)):
+        size = min(input_chunk, total - start)
+        net.populations.append(PopulationSpec(f"{INPUT}.{c}", size, (size,), True, start))
     net.populations.append(PopulationSpec(CLOCK, 1, (1,), True))
     pre = INPUT
     for ls in shapes:
@@ -92,12 +105,14 @@ def describe(package: ModelPackage, weights: dict[str, np.ndarray] | None = None
             rows = _conv_rows(
                 ls, np.ones((ls.layer.kernel, ls.layer.kernel, 1, 1), np.float32), depthwise=True
             )
-            net.projections.append(ProjectionSpec(pre, name, True, rows[:, :3]))
+            for src, part in _split_sources(net, pre, rows):
+                net.projections.append(ProjectionSpec(src, name, True, part[:, :3]))
         else:
             w = source[f"{name}.w"].astype(np.float64) * step
             b = source[f"{name}.b"].astype(np.float64) * step
             rows = _dense_rows(w) if ls.layer.kind == "dense" else _conv_rows(ls, w)
-            _add_signed(net, pre, name, rows, f"{name}.w")
+            for src, part in _split_sources(net, pre, rows):
+                _add_signed(net, src, name, part, f"{name}.w")
             bias = np.tile(b, ls.neurons // b.size)
             post = np.nonzero(bias)[0]
             bias_rows = np.stack([np.zeros(post.size), post, bias[post], post % b.size], axis=1)
@@ -105,6 +120,35 @@ def describe(package: ModelPackage, weights: dict[str, np.ndarray] | None = None
         pre = name
     net.output = pre
     return net
+
+
+def max_summed_weights(net: NetworkDescription, post: str) -> tuple[float, float]:
+    """The largest total excitatory and inhibitory weight one neuron of ``post`` can receive in one step
+    (every input spiking at once): an exact bound, not an estimate from firing rates."""
+    size = net_size(net, post)
+    totals = {True: np.zeros(size), False: np.zeros(size)}
+    for proj in net.projections:
+        if proj.post == post:
+            np.add.at(totals[proj.excitatory], proj.rows[:, 1].astype(np.int64), proj.rows[:, 2])
+    return float(totals[True].max(initial=0.0)), float(totals[False].max(initial=0.0))
+
+
+def input_populations(net: NetworkDescription) -> list[PopulationSpec]:
+    return [p for p in net.populations if p.is_source and p.name != CLOCK]
+
+
+def _split_sources(net: NetworkDescription, pre: str, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Rows from ``pre``; rows from the input go to the chunk holding their pre-neuron, re-indexed."""
+    if pre != INPUT:
+        return [(pre, rows)]
+    out = []
+    for chunk in input_populations(net):
+        keep = (rows[:, 0] >= chunk.offset) & (rows[:, 0] < chunk.offset + chunk.size)
+        if keep.any():
+            part = rows[keep].copy()
+            part[:, 0] -= chunk.offset
+            out.append((chunk.name, part))
+    return out
 
 
 def _add_signed(net: NetworkDescription, pre: str, post: str, rows: np.ndarray, param: str) -> None:

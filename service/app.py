@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 
 from service import errors
 from service.deps import Services
-from service.routes import batches, jobs, results, system
+from service.routes import batches, jobs, results, system, web
 from service.storage import sweep_stale_uploads, uploads_dir
 from spikescan.config import Settings
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     for module in (jobs, batches, results, system):
         app.include_router(module.router)
+    web.install(app)
     app.middleware("http")(_count_requests(svc))
     return app
 

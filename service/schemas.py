@@ -102,6 +102,7 @@ class ModelOut(BaseModel):
     version: str
     task: str
     classes: list[str]
+    colors: list[list[int]] = Field(description="RGBA per class, as in the model card")
     bands: list[str]
     gsd_m: float
     patch_size: int

@@ -16,9 +16,13 @@ from spikescan.errors import InvalidInput, NotFound
 MAX_ZOOM = 30
 
 
-def render_tile(classes_tif: Path, z: int, x: int, y: int) -> bytes:
+def check_tile(z: int, x: int, y: int) -> None:
     if not 0 <= z <= MAX_ZOOM or not (0 <= x < 2**z and 0 <= y < 2**z):
         raise InvalidInput(f"tile {z}/{x}/{y} does not exist in the Web-Mercator grid")
+
+
+def render_tile(classes_tif: Path, z: int, x: int, y: int) -> bytes:
+    check_tile(z, x, y)
     with Reader(str(classes_tif)) as src:
         try:
             img = src.tile(x, y, z, indexes=1, resampling_method="nearest", reproject_method="nearest")

@@ -66,6 +66,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return planner.main(args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from workers.bench import main as bench
+
+    return bench.main(args)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from workers import pipeline
 
@@ -74,14 +80,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service import serve
+    from workers.backends import check_available
 
-    return serve.main(args, _settings())
+    settings = _settings()
+    check_available(None, settings)
+    return serve.main(args, settings)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from workers import roles
+    from workers.backends import check_available
 
-    return roles.main(args, _settings())
+    settings = _settings()
+    check_available(args.backend, settings)
+    return roles.main(args, settings)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -164,6 +176,12 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--write-card", action="store_true", help="with --board-weights: record the result in the card"
     )
     p.set_defaults(handler=_cmd_plan)
+
+    p = sub.add_parser("bench", help="benchmarks: emulator, pipeline, service, spinnaker or all")
+    from workers.bench.main import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_bench)
 
     p = sub.add_parser("serve", help="the HTTP API (no SPIKESCAN_REDIS_URL: also a private Redis + worker)")
     p.add_argument("--host", default="127.0.0.1", help="without SPIKESCAN_API_KEYS only loopback is allowed")

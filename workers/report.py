@@ -94,7 +94,11 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
         f"with {report['model']['name']} on {report['backend']} in {report['wall_time_s']['total']:.2f} s",
         f"{report['chips_per_s']:.1f} chips/s, {report['megapixels_per_s']:.3f} MP/s, "
         f"{report['spikes_per_chip']:.0f} spikes/chip, board energy "
-        + (f"{energy:.3g} J" if energy is not None else "unknown (no estimate for this backend)"),
+        + (
+            f"{energy:.3g} J (estimate, SpiNN-5 power model)"
+            if energy is not None
+            else "unknown (no estimate for this backend)"
+        ),
         f"{report['detections']} detections",
     ]
     if report["resampling"]:

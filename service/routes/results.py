@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
+from models import package
+from models.card import ModelCard
+from service import preview
 from service.deps import JobDep, ServicesDep
 from service.tiles import render_tile
 from spikescan.errors import NotFound
@@ -22,6 +27,7 @@ MEDIA = {
     "item.json": "application/geo+json",
     "report.json": "application/json",
 }
+PREVIEWABLE = ("running", "mosaicking")
 ResultName = Literal["classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json"]
 
 
@@ -48,6 +54,26 @@ def result(name: ResultName, job: JobDep, svc: ServicesDep) -> FileResponse:
     "/tiles/{z}/{x}/{y}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
 )
 async def tile(z: int, x: int, y: int, job: JobDep, svc: ServicesDep) -> Response:
+    """The class layer; before the job is done, drawn from the chips finished so far (``service.preview``)."""
+    if job.status in PREVIEWABLE:
+        card = model_card(job.model, job.model_id, svc.settings.models_dir)
+        png = await anyio.to_thread.run_sync(preview.partial_tile, svc.store, job, card, z, x, y)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
     path = finished_output(svc.store, job, "classes.tif")
     png = await anyio.to_thread.run_sync(render_tile, path, z, x, y)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get(
+    "/extent", response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {}}}}
+)
+async def extent(job: JobDep) -> JSONResponse:
+    """The scene's footprint (GeoJSON Feature, lon/lat, with ``bbox``), available as soon as the job is."""
+    feature = await anyio.to_thread.run_sync(preview.extent, job)
+    return JSONResponse(feature, media_type="application/geo+json")
+
+
+@lru_cache(maxsize=16)
+def model_card(name: str, model_id: str, models_dir: Path | None) -> ModelCard:
+    # Keyed by the job's model id too, so a redeployed model is never drawn with a stale card's colours.
+    return package.load(name, models_dir).card

@@ -45,6 +45,7 @@ def models(svc: ServicesDep, owner: CallerDep) -> list[ModelOut]:
                 version=c.version,
                 task=c.task,
                 classes=c.classes,
+                colors=c.colors,
                 bands=[b.name for b in c.bands],
                 gsd_m=c.gsd_m,
                 patch_size=c.patch_size,

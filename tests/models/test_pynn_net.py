@@ -14,7 +14,7 @@ from models import package
 from models.card import Band, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
 from models.emulator import Emulator
 from models.network import layer_shapes, weight_shape
-from models.pynn_net import CLOCK, INPUT, THRESHOLD, describe
+from models.pynn_net import CLOCK, THRESHOLD, describe, input_populations
 
 
 def _package(layers: list[Layer], patch: int, stride: int, seed: int) -> package.ModelPackage:
@@ -58,8 +58,9 @@ DENSE = [
 
 
 def _reference(net, spikes: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    flat = spikes.reshape(spikes.shape[0], -1).astype(np.float64)
     state = {
-        INPUT: spikes.reshape(spikes.shape[0], -1).astype(np.float64),
+        **{p.name: flat[:, p.offset : p.offset + p.size] for p in input_populations(net)},
         CLOCK: np.ones((spikes.shape[0], 1)),
     }
     for pop in net.populations:
@@ -76,13 +77,14 @@ def _reference(net, spikes: np.ndarray) -> dict[str, np.ndarray]:  # type: ignor
 
 
 @pytest.mark.parametrize("layers,patch,stride", [(CONV, 10, 2), (DENSE, 8, 8)])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_description_matches_emulator_on_every_layer(layers, patch, stride, seed) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("seed,chunk", [(0, 4096), (1, 37)])
+def test_description_matches_emulator_on_every_layer(layers, patch, stride, seed, chunk) -> None:  # type: ignore[no-untyped-def]
     pkg = _package(layers, patch, stride, seed)
     rng = np.random.default_rng(100 + seed)
     pixels = rng.uniform(0, 220, (64, patch, patch, 2)).astype(np.float32)
     emulated = Emulator(pkg).run(pixels, keep_layers=True)
-    net = describe(pkg)
+    net = describe(pkg, input_chunk=chunk)
+    assert len(input_populations(net)) == -(-patch * patch * 6 // chunk)
     from models.encoding import encode
 
     ref = _reference(net, encode(pixels, pkg.card.encoding))

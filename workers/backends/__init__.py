@@ -9,7 +9,15 @@ from workers.backends.base import Backend, BatchResult
 
 NAMES = ("emulator", "spinnaker", "nest")
 
-__all__ = ["NAMES", "Backend", "BatchResult", "get_backend"]
+__all__ = ["NAMES", "Backend", "BatchResult", "check_available", "get_backend"]
+
+
+def check_available(name: str | None, settings: Settings) -> None:
+    """Refuse at start-up, not at the first chip, a backend this machine cannot run (no board configured)."""
+    if (name or settings.backend) == "spinnaker":
+        from workers.backends.spinnaker import board_config
+
+        board_config(settings)
 
 
 def get_backend(name: str | None, package: ModelPackage, settings: Settings | None = None) -> Backend:

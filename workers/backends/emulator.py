@@ -16,6 +16,14 @@ class EmulatorBackend(Backend):
         super().__init__(package)
         self._emulator = Emulator(package)
 
+    @property
+    def energy_per_chip_j(self) -> float | None:
+        """ESTIMATE of the energy each chip would take on one SpiNN-5 board running the planner's copies, from
+        the plan and spikes per patch the card records; None when it records neither."""
+        from workers.spinnaker.planner import card_estimate
+
+        return card_estimate(self.package)
+
     def infer(self, pixels: np.ndarray, valid: np.ndarray) -> BatchResult:
         result = self._emulator.run(pixels, valid)
         return BatchResult(scores=result.scores, spikes=result.spikes_per_layer.sum(axis=1))

@@ -40,6 +40,7 @@ def quiet_pynn() -> Iterator[None]:
 
 class PyNNBackend(Backend):
     negative_inhibitory: bool = True
+    exact_weight_bounds: bool = False  # see pynn_build.build
     connect: Connect = staticmethod(pynn_connect)  # type: ignore[assignment]
 
     def __init__(
@@ -50,7 +51,12 @@ class PyNNBackend(Backend):
         self.net = describe(package, weights)
         with quiet_pynn():
             self.tiled: TiledNetwork = build(
-                self.sim, self.net, copies, negative_inhibitory=self.negative_inhibitory, connect=self.connect
+                self.sim,
+                self.net,
+                copies,
+                negative_inhibitory=self.negative_inhibitory,
+                connect=self.connect,
+                exact_weight_bounds=self.exact_weight_bounds,
             )
         self._copies = copies
         self._layers = [p.name for p in self.net.populations if not p.is_source]

@@ -17,14 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from models.pynn_net import CLOCK, INPUT, THRESHOLD, NetworkDescription, atoms_per_core
+from models.pynn_net import (
+    CLOCK,
+    THRESHOLD,
+    NetworkDescription,
+    atoms_per_core,
+    input_populations,
+    max_summed_weights,
+)
 
 # Far below one timestep: the membrane forgets sub-threshold input before the next step.
 TAU_M_MS = 0.01
 # sPyNNaker's usual neurons per core (its population-table row limit); the planner counts cores with it.
 NEURONS_PER_CORE = 256
-# Input spike sources per core on sPyNNaker (see build()); the planner counts cores with it.
-INPUT_ATOMS_PER_CORE = 4096
 
 
 def neuron_params() -> dict[str, float]:
@@ -68,11 +73,15 @@ def build(
     negative_inhibitory: bool,
     record_all: bool = True,
     connect: Connect = pynn_connect,
+    exact_weight_bounds: bool = False,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
     ``negative_inhibitory``: NEST wants inhibitory current weights negative (a positive one silently
     excites); sPyNNaker wants their magnitudes. ``connect`` makes one projection from a row table.
+    ``exact_weight_bounds`` (sPyNNaker): give each population the exact largest input sum, from which
+    sPyNNaker picks its fixed-point weight step; its own estimate from assumed firing rates came out too
+    coarse for first layers with many sources (half of one layer's weights off by a step).
     """
     pops: dict[str, list[Any]] = {}
     per_core = {
@@ -89,11 +98,11 @@ def build(
                 if spec.is_source
                 else sim.IF_curr_delta(**neuron_params())
             )
-            pop = sim.Population(spec.size, model, label=f"{spec.name}#{k}")
-            if spec.is_source and hasattr(pop, "set_max_atoms_per_core"):
-                # sPyNNaker sizes a core's synaptic matrix by every atom of each pre-slice it hears from;
-                # one big input slice makes first-layer cores need ~15 MB each and fills chips' SDRAM.
-                pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+            extra = {}
+            if exact_weight_bounds and not spec.is_source:
+                bounds = [max(b, THRESHOLD) for b in max_summed_weights(net, spec.name)]
+                extra = {"additional_parameters": {"max_expected_summed_weight": bounds}}
+            pop = sim.Population(spec.size, model, label=f"{spec.name}#{k}", **extra)
             if not spec.is_source and hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
                 # A pre-neuron's synapses into one core (a row) are limited to 256 on the board; cores
                 # small enough for that keep sPyNNaker from refusing the network.
@@ -141,11 +150,33 @@ def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> d
     # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.
     tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
     times, clock, slots = input_schedule(tiled, spikes)
-    for k, pop in enumerate(tiled.populations[INPUT]):
-        pop.set(spike_times=[sim.Sequence(t) for t in times[k]])
-    tiled.populations[CLOCK][0].set(spike_times=[sim.Sequence(clock)])
+    for chunk in input_populations(tiled.net):
+        for k, pop in enumerate(tiled.populations[chunk.name]):
+            _set_spike_times(sim, pop, times[k][chunk.offset : chunk.offset + chunk.size])
+    _set_spike_times(sim, tiled.populations[CLOCK][0], [clock])
     sim.run_until(tiled.t0 + slots + tiled.net.latency_steps + 1)
     return {name: _collect(tiled, name, spikes.shape[0]) for name in layers}
+
+
+def _set_spike_times(sim: ModuleType, pop: Any, times: list[list[float]]) -> None:
+    """Give a spike-source array new per-neuron spike times.
+
+    PyNN's own backends want a ``Sequence`` per neuron. sPyNNaker (no ``Sequence``) takes plain lists, but
+    7.4.1's ``set`` path stores them as a Python list that it later indexes with a numpy array (TypeError at
+    the next run; its constructor path converts them). Handing its vertex an object array of per-neuron
+    arrays, which is what that indexing expects, works around it.
+    """
+    if hasattr(sim, "Sequence"):
+        pop.set(spike_times=[sim.Sequence(t) for t in times])
+        return
+    pop.set(spike_times=times)
+    vertex = getattr(pop, "_vertex", None)
+    buffered = getattr(vertex, "send_buffer_times", None)
+    if isinstance(buffered, list):
+        fixed = np.empty(len(buffered), dtype=object)
+        for i, ticks in enumerate(buffered):
+            fixed[i] = ticks
+        vertex.send_buffer_times = fixed  # type: ignore[union-attr]
 
 
 def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:

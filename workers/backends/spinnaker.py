@@ -44,6 +44,7 @@ def board_config(settings: Settings) -> str:
 class SpinnakerBackend(PyNNBackend):
     name = "spinnaker"
     negative_inhibitory = False  # sPyNNaker takes magnitudes on the inhibitory receptor
+    exact_weight_bounds = True
 
     def __init__(self, package: ModelPackage, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()

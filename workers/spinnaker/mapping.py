@@ -56,7 +56,8 @@ def placements_by_population() -> tuple[dict[str, int], int]:
         if label is None or app is None or type(app).__module__.startswith("spinn_front_end_common"):
             system += 1
         else:
-            per_pop[str(label).split("#")[0]] += 1
+            name = str(label).split("#")[0]
+            per_pop["input" if name.startswith("input.") else name] += 1
     return dict(per_pop), system
 
 
@@ -88,9 +89,19 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
     started = time.perf_counter()
     sim.setup(timestep=1.0, n_boards_required=boards)
     try:
-        tiled = build(sim, describe(pkg), copies, negative_inhibitory=False, record_all=False)
+        tiled = build(
+            sim,
+            describe(pkg),
+            copies,
+            negative_inhibitory=False,
+            record_all=mode == "inject",
+            exact_weight_bounds=True,
+        )
+        injected: dict[str, Any] = {}
         if mode == "map":
             map_only(sim, 10.0)
+        elif mode == "inject":
+            injected = inject(pkg, tiled, patches=2 * copies + 1)
         else:
             sim.run(10.0)
         per_pop, system = placements_by_population()
@@ -104,6 +115,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "routing": routing_entries(),
             "seconds": round(time.perf_counter() - started, 2),
         }
+        result.update(injected)
         if mode == "weights" and weights_out:
             save_weights(tiled, weights_out)
             result["weights_file"] = weights_out
@@ -122,6 +134,26 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             sim.end()
 
 
+def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
+    """Feed real patches through the backend's own batch path (spike-source arrays for every copy, the clock,
+    a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads' the spike data
+    but runs nothing, so every layer comes back silent; what this checks is that the path works end to end."""
+    from models.encoding import encode
+    from workers.backends.pynn_build import run_patches
+    from workers.crosscheck import default_scene, real_patches
+
+    pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    spikes = encode(pixels, pkg.card.encoding, valid).reshape(patches, -1)
+    layers = [p.name for p in tiled.net.populations if not p.is_source]
+    out = run_patches(tiled, spikes, layers)
+    return {
+        "patches": patches,
+        "input_spikes_scheduled": int(spikes.sum()),
+        "output_shapes": {k: list(v.shape) for k, v in out.items()},
+        "spikes_returned": int(sum(v.sum() for v in out.values())),
+    }
+
+
 def save_weights(tiled: Any, path: str) -> None:
     """Copy 0's weights as sPyNNaker built them for the board: ``p<i>`` = [n, 3] (pre, post, weight) for the
     description's projection i."""
@@ -137,7 +169,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--copies", type=int, required=True)
     parser.add_argument("--boards", type=int, default=1)
-    parser.add_argument("--mode", choices=["map", "weights"], default="map")
+    parser.add_argument("--mode", choices=["map", "weights", "inject"], default="map")
     parser.add_argument("--weights-out", default=None, help="npz for the board's weights (--mode weights)")
     args = parser.parse_args()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -33,7 +33,7 @@ from models.package import ModelPackage
 from models.pynn_net import NetworkDescription, atoms_per_core, describe
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
-from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
+from workers.backends.pynn_build import NEURONS_PER_CORE
 from workers.spinnaker.workspace import Workspace
 
 APP_CORES_PER_BOARD = 759
@@ -77,8 +77,10 @@ def cores_by_population(net: NetworkDescription) -> dict[str, int]:
     for pop in net.populations:
         if pop.name == "clock":
             continue
-        per_core = INPUT_ATOMS_PER_CORE if pop.is_source else atoms_per_core(net, pop.name, NEURONS_PER_CORE)
-        cores[pop.name] = math.ceil(pop.size / per_core)
+        if pop.is_source:  # an input chunk: one core (models/pynn_net.py keeps chunks that small)
+            cores["input"] = cores.get("input", 0) + 1
+        else:
+            cores[pop.name] = math.ceil(pop.size / atoms_per_core(net, pop.name, NEURONS_PER_CORE))
     return cores
 
 
@@ -105,14 +107,10 @@ def plan(pkg: ModelPackage, boards: int = 1, spikes: tuple[float, float] | None 
         )
     in_spikes, all_spikes = spikes if spikes is not None else spikes_per_patch(pkg)
     out_spikes = float(len(pkg.card.population_code.owner))  # upper bound on what streams back per cell map
-    link = HOST_LINK_BYTES_PER_S / (BYTES_PER_SPIKE * max(in_spikes + out_spikes, 1.0))
-    board_rate = copies / TIMESTEP_S
+    link, board_rate, per_patch = throughput_and_energy(
+        boards, copies, copies * per_copy + shared, in_spikes + out_spikes, all_spikes
+    )
     rate = min(link, board_rate)
-    active = copies * per_copy + shared
-    # Power is drawn whether or not the copies are fed: per patch it is spread over the patches actually
-    # scanned per second, so a link-bound plan pays for idle copies.
-    watts = BOARD_IDLE_W * boards + CORE_ACTIVE_W * active
-    per_patch = watts / rate + JOULES_PER_PACKET * all_spikes
     stride_m = pkg.card.patch_size // 2 * pkg.card.gsd_m
     return Plan(
         model=pkg.name,
@@ -137,6 +135,33 @@ def plan(pkg: ModelPackage, boards: int = 1, spikes: tuple[float, float] | None 
         energy_per_patch_j=per_patch,
         energy_per_km2_j=per_patch * 1e6 / stride_m**2,
     )
+
+
+def throughput_and_energy(
+    boards: int, copies: int, active_cores: int, link_spikes: float, all_spikes: float
+) -> tuple[float, float, float]:
+    """(host-link patches/s, board patches/s, joules per patch) — the energy an ESTIMATE (module docstring).
+
+    Power is drawn whether or not the copies are fed: per patch it is spread over the patches actually scanned
+    per second, so a link-bound plan pays for idle copies.
+    """
+    link = HOST_LINK_BYTES_PER_S / (BYTES_PER_SPIKE * max(link_spikes, 1.0))
+    board_rate = copies / TIMESTEP_S
+    watts = BOARD_IDLE_W * boards + CORE_ACTIVE_W * active_cores
+    return link, board_rate, watts / min(link, board_rate) + JOULES_PER_PACKET * all_spikes
+
+
+def card_estimate(pkg: ModelPackage) -> float | None:
+    """Energy per patch on one board from what the card records (``spinnaker_plan`` and the spikes per
+    patch measured in training), without rebuilding the network: None when the card lacks either."""
+    planned, spikes = pkg.card.metrics.get("spinnaker_plan"), pkg.card.metrics.get("spikes_per_patch")
+    if not isinstance(planned, dict) or not isinstance(spikes, dict) or "input" not in spikes:
+        return None
+    boards = int(planned.get("boards", 1))
+    copies, per_copy = int(planned["copies_per_board"]) * boards, int(planned["cores_per_copy"])
+    total = float(sum(float(v) for v in spikes.values()))
+    link_spikes = float(spikes["input"]) + len(pkg.card.population_code.owner)
+    return throughput_and_energy(boards, copies, copies * per_copy + 1, link_spikes, total)[2]
 
 
 def confirm(pkg: ModelPackage, result: Plan, settings: Settings) -> dict[str, Any]:
@@ -185,6 +210,22 @@ def board_weight_agreement(pkg: ModelPackage, settings: Settings, patches: int =
     }
 
 
+def card_metrics(pkg: ModelPackage, result: Plan) -> dict[str, Any]:
+    return {
+        "spinnaker_plan": {
+            "boards": result.boards,
+            "copies_per_board": result.copies_per_board,
+            "cores_per_copy": result.cores_per_copy,
+            "command": f"spikescan plan --model {pkg.name} --boards {result.boards}",
+        },
+        "spinnaker_board_weights": {
+            **(result.board_weights or {}),
+            "command": f"spikescan plan --model {pkg.name} --board-weights",
+            "source": "weights read back from sPyNNaker 1!7.4.1 after a virtual-board build",
+        },
+    }
+
+
 def map_copies(pkg: ModelPackage, copies: int, boards: int, settings: Settings) -> dict[str, Any]:
     if pkg.path is None:
         raise InvalidInput("mapping needs a model package on disk")
@@ -211,16 +252,7 @@ def main(args: argparse.Namespace) -> int:
     if args.board_weights:
         result.board_weights = board_weight_agreement(pkg, settings)
         if args.write_card:
-            model_package.record_metrics(
-                pkg,
-                {
-                    "spinnaker_board_weights": {
-                        **result.board_weights,
-                        "command": f"spikescan plan --model {pkg.name} --board-weights",
-                        "source": "weights read back from sPyNNaker 1!7.4.1 after a virtual-board build",
-                    }
-                },
-            )
+            model_package.record_metrics(pkg, card_metrics(pkg, result))
     out = asdict(result)
     print(json.dumps(out, indent=1, default=_jsonable))
     return 0
