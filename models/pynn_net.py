@@ -25,8 +25,6 @@ from models.package import ModelPackage
 THRESHOLD = 0.5
 CLOCK = "clock"
 INPUT = "input"
-# Input spike sources per population (one SpiNNaker core each).
-INPUT_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,13 @@ class NetworkDescription:
 
 
 def describe(
-    package: ModelPackage, weights: dict[str, np.ndarray] | None = None, input_chunk: int = INPUT_CHUNK
+    package: ModelPackage, weights: dict[str, np.ndarray] | None = None, input_chunk: int | None = None
 ) -> NetworkDescription:
     """The network of ``package`` (or the same network with other integer weights, e.g. the board's).
 
-    The input is split into source populations of at most ``input_chunk`` neurons ("input.0", "input.1",
-    ...): on SpiNNaker a core's synaptic matrix is sized by every neuron of each source it hears from, and
-    sPyNNaker 7.4.1 cannot take per-neuron spike times for a source it splits itself.
+    The input is one source population "input.0", or, with ``input_chunk``, several of at most that many
+    neurons ("input.0", "input.1", ...). (On sPyNNaker one population split into cores by the toolchain
+    packs better than many small ones: 7 trees copies place that way, 3 with 4096-neuron populations.)
     """
     card = package.card
     step = card.fixed_point.weight_step
@@ -91,8 +89,8 @@ def describe(
     shapes = layer_shapes(card)
     net = NetworkDescription(card.name)
     total = int(np.prod(shapes[0].in_shape))
-    for c, start in enumerate(range(0, total, input_chunk)):
-        size = min(input_chunk, total - start)
+    for c, start in enumerate(range(0, total, input_chunk or total)):
+        size = min(input_chunk or total, total - start)
         net.populations.append(PopulationSpec(f"{INPUT}.{c}", size, (size,), True, start))
     net.populations.append(PopulationSpec(CLOCK, 1, (1,), True))
     pre = INPUT

@@ -112,3 +112,31 @@ class Health(BaseModel):
     status: str
     redis: bool
     version: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code", "message"}}`` (service/errors.py)."""
+
+    error: ErrorDetail
+
+
+# Declared on every router so the OpenAPI document lists the error answers clients will really get.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "bad request"),
+        (401, "missing or unknown API key"),
+        (403, "forbidden"),
+        (404, "unknown job, model or file"),
+        (409, "conflict with the job's state"),
+        (413, "upload over the size cap"),
+        (416, "byte range not satisfiable"),
+        (422, "not a usable scene or request"),
+        (503, "backend or Redis unavailable"),
+    )
+}

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 
 from service.deps import CallerDep, Services, ServicesDep, base_url
 from service.routes.jobs import accepted, form_int, is_json, json_body, receive_upload, required_field
-from service.schemas import BatchOut, BatchStatus, BatchSubmission, JobOut
+from service.schemas import ERROR_RESPONSES, BatchOut, BatchStatus, BatchSubmission, JobOut
 from service.storage import Upload, remove_job_files
 from spikescan.errors import InvalidInput, NotFound
 from workers.jobs import Job, new_id
 from workers.queue import PREFIX
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
 _BATCH_BODY = {
     "requestBody": {

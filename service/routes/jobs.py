@@ -11,12 +11,12 @@ from pydantic import BaseModel, ValidationError
 
 from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
 from service.events import job_events
-from service.schemas import Accepted, JobOut, UriSubmission, links
+from service.schemas import ERROR_RESPONSES, Accepted, JobOut, UriSubmission, links
 from service.storage import Upload, receive_multipart, remove_job_files, uploads_dir
 from spikescan.errors import InvalidInput, PayloadTooLarge
 from workers.jobs import Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 M = TypeVar("M", bound=BaseModel)
 MAX_JSON_BYTES = 1 << 20
 

@@ -14,11 +14,12 @@ from models import package
 from models.card import ModelCard
 from service import preview
 from service.deps import JobDep, ServicesDep
+from service.schemas import ERROR_RESPONSES
 from service.tiles import render_tile
 from spikescan.errors import NotFound
 from workers.jobs import Job, JobStore
 
-router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"], responses=ERROR_RESPONSES)
 
 MEDIA = {
     "classes.tif": "image/tiff; application=geotiff; profile=cloud-optimized",

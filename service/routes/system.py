@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from models import package
 from service.deps import CallerDep, ServicesDep
-from service.schemas import Health, ModelOut
+from service.schemas import ERROR_RESPONSES, Health, ModelOut
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses=ERROR_RESPONSES)
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})

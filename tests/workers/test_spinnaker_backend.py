@@ -56,7 +56,7 @@ def test_board_config_names_the_machine_or_spalloc() -> None:
 
 
 def test_batch_injection_and_readout_run_on_the_virtual_board(tmp_path: Path) -> None:
-    """The spinnaker backend's batch path — spike-source arrays for every copy and input chunk, the shared
+    """The spinnaker backend's batch path — spike-source arrays for every copy, the shared
     clock, a run, recorded spikes read back and decoded per patch — runs through sPyNNaker on a virtual
     board. Such a board loads nothing, so the layers come back silent: this checks the path, not spikes."""
     from workers.spinnaker.workspace import Workspace

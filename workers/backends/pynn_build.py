@@ -30,6 +30,8 @@ from models.pynn_net import (
 TAU_M_MS = 0.01
 # sPyNNaker's usual neurons per core (its population-table row limit); the planner counts cores with it.
 NEURONS_PER_CORE = 256
+# Input spike sources per core on sPyNNaker (see build()); the planner counts cores with it.
+INPUT_ATOMS_PER_CORE = 4096
 
 
 def neuron_params() -> dict[str, float]:
@@ -103,6 +105,10 @@ def build(
                 bounds = [max(b, THRESHOLD) for b in max_summed_weights(net, spec.name)]
                 extra = {"additional_parameters": {"max_expected_summed_weight": bounds}}
             pop = sim.Population(spec.size, model, label=f"{spec.name}#{k}", **extra)
+            if spec.is_source and hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+                # sPyNNaker sizes a core's synaptic matrix by every atom of each pre-slice it hears from;
+                # one big input slice makes first-layer cores need ~15 MB each and fills chips' SDRAM.
+                pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
             if not spec.is_source and hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
                 # A pre-neuron's synapses into one core (a row) are limited to 256 on the board; cores
                 # small enough for that keep sPyNNaker from refusing the network.
@@ -170,7 +176,7 @@ def _set_spike_times(sim: ModuleType, pop: Any, times: list[list[float]]) -> Non
         pop.set(spike_times=[sim.Sequence(t) for t in times])
         return
     pop.set(spike_times=times)
-    vertex = getattr(pop, "_vertex", None)
+    vertex = getattr(pop, "_vertex", None)  # works for a source the toolchain splits into several cores too
     buffered = getattr(vertex, "send_buffer_times", None)
     if isinstance(buffered, list):
         fixed = np.empty(len(buffered), dtype=object)

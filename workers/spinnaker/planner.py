@@ -2,8 +2,8 @@
 
 The plan counts cores the way sPyNNaker 7.4.1 splits our network (``workers/backends/pynn_build.py``): every
 copy has its own populations; a neuron population takes ``ceil(n / atoms_per_core)`` cores (256 neurons per
-core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes one
-core per 4096 sources; one clock source is shared by all copies. Copies that fit =
+core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
+one core per 4096 sources; one clock source is shared by all copies. Copies that fit =
 (application cores − shared) // cores per
 copy, where a 48-chip SpiNN-5 board offers 759 application cores (measured on sPyNNaker's virtual board: 856
 cores, 48 monitors, 49 system cores). ``--map`` asks sPyNNaker itself to place N and N + 1 copies on a virtual
@@ -33,7 +33,7 @@ from models.package import ModelPackage
 from models.pynn_net import NetworkDescription, atoms_per_core, describe
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
-from workers.backends.pynn_build import NEURONS_PER_CORE
+from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
 from workers.spinnaker.workspace import Workspace
 
 APP_CORES_PER_BOARD = 759
@@ -77,8 +77,8 @@ def cores_by_population(net: NetworkDescription) -> dict[str, int]:
     for pop in net.populations:
         if pop.name == "clock":
             continue
-        if pop.is_source:  # an input chunk: one core (models/pynn_net.py keeps chunks that small)
-            cores["input"] = cores.get("input", 0) + 1
+        if pop.is_source:
+            cores["input"] = cores.get("input", 0) + math.ceil(pop.size / INPUT_ATOMS_PER_CORE)
         else:
             cores[pop.name] = math.ceil(pop.size / atoms_per_core(net, pop.name, NEURONS_PER_CORE))
     return cores
