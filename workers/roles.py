@@ -152,15 +152,23 @@ def _guarded(w: Worker, stream: WorkStream, d: Delivery, job_id: str, task: Call
 
 # --- chipper ------------------------------------------------------------------------------------------------
 def chip_once(w: Worker, block_ms: int) -> bool:
-    deliveries, dead = w.streams.chip.take(w.consumer, 1, block_ms)
+    return _one_job_message(w, w.streams.chip, _chip_job, block_ms)
+
+
+def _one_job_message(
+    w: Worker, stream: WorkStream, handle: Callable[[Worker, Job, Delivery], None], block_ms: int
+) -> bool:
+    """Take one per-job message from ``stream`` (chipper and mosaicker work a whole job per message): a job
+    that failed too often is failed, a job gone or cancelled is acked and dropped, anything else handled."""
+    deliveries, dead = stream.take(w.consumer, 1, block_ms)
     for letter in dead:
         _fail_job(w, letter.delivery.fields["job"], RuntimeError(letter.reason))
     for d in deliveries:
         job = _live_job(w, d.fields["job"])
         if job is None:
-            w.streams.chip.ack([d.id])
+            stream.ack([d.id])
             continue
-        _guarded(w, w.streams.chip, d, job.id, lambda job=job, d=d: _chip_job(w, job, d))
+        _guarded(w, stream, d, job.id, lambda job=job, d=d: handle(w, job, d))
     return bool(deliveries or dead)
 
 
@@ -258,16 +266,7 @@ def _chip_failed(w: Worker, letter: DeadLetter) -> None:
 
 # --- mosaicker ----------------------------------------------------------------------------------------------
 def mosaic_once(w: Worker, block_ms: int) -> bool:
-    deliveries, dead = w.streams.mosaic.take(w.consumer, 1, block_ms)
-    for letter in dead:
-        _fail_job(w, letter.delivery.fields["job"], RuntimeError(letter.reason))
-    for d in deliveries:
-        job = _live_job(w, d.fields["job"])
-        if job is None:
-            w.streams.mosaic.ack([d.id])
-            continue
-        _guarded(w, w.streams.mosaic, d, job.id, lambda job=job, d=d: _mosaic_job(w, job, d))
-    return bool(deliveries or dead)
+    return _one_job_message(w, w.streams.mosaic, _mosaic_job, block_ms)
 
 
 def _mosaic_job(w: Worker, job: Job, d: Delivery) -> None:
