@@ -8,17 +8,13 @@ inhibitory current weights negative: a positive one on the inhibitory receptor s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import warnings
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from spikescan.errors import BackendUnavailable
-from workers.backends.pynn_backend import PyNNBackend
+from workers.backends.pynn_backend import PyNNBackend, import_simulator
 
 
 def nest_bulk_connect(sim: ModuleType, pre: Any, post: Any, table: np.ndarray, receptor: str) -> None:
@@ -44,15 +40,6 @@ class NestBackend(PyNNBackend):
 
     def _setup_simulator(self) -> ModuleType:
         os.environ.setdefault("PYNEST_QUIET", "1")
-        try:
-            # NEST prints a banner on import and PyNN warns that it cannot build optional NEST extensions;
-            # neither concerns the models PyNN already ships, which are all we use.
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import pyNN.nest as sim
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"backend 'nest' needs the nest extra (pip install 'spikescan[nest]'): {exc}"
-            ) from None
+        sim = import_simulator("pyNN.nest", "nest", "nest")
         sim.setup(timestep=1.0, min_delay=1.0, spike_precision="on_grid")
         return sim  # type: ignore[no-any-return]

@@ -6,6 +6,8 @@ Subclasses only say how to set their simulator up and which sign convention its 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import logging
 import warnings
 from abc import abstractmethod
@@ -19,6 +21,7 @@ from models.encoding import encode
 from models.network import output_grid
 from models.package import ModelPackage
 from models.pynn_net import describe
+from spikescan.errors import BackendUnavailable
 from workers.backends.base import Backend, BatchResult
 from workers.backends.pynn_build import Connect, TiledNetwork, build, pynn_connect, run_patches
 
@@ -36,6 +39,19 @@ def quiet_pynn() -> Iterator[None]:
             yield
     finally:
         pynn_log.setLevel(level)
+
+
+def import_simulator(module: str, backend: str, extra: str) -> ModuleType:
+    """``pyNN.<simulator>`` imported without its banner and its warnings about optional extensions we do not
+    use; a missing install becomes BackendUnavailable naming the extra to install."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend '{backend}' needs the {extra} extra (pip install 'spikescan[{extra}]'): {exc}"
+        ) from None
 
 
 class PyNNBackend(Backend):

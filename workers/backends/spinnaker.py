@@ -12,16 +12,13 @@ HOME and the working directory pointed at the project's own workspace, where its
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import warnings
 from types import ModuleType
 
 from models.package import ModelPackage
 from spikescan.config import Settings, get_settings
 from spikescan.errors import BackendUnavailable
-from workers.backends.pynn_backend import PyNNBackend
+from workers.backends.pynn_backend import PyNNBackend, import_simulator
 from workers.spinnaker.planner import plan
 from workers.spinnaker.workspace import Workspace
 
@@ -57,13 +54,6 @@ class SpinnakerBackend(PyNNBackend):
         workspace.prepare(self._cfg)
         os.environ["HOME"] = str(workspace.root / "home")
         os.chdir(workspace.root / "run")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import pyNN.spiNNaker as sim
-        except ImportError as exc:
-            raise BackendUnavailable(
-                f"backend 'spinnaker' needs the spinnaker extra (sPyNNaker): {exc}"
-            ) from None
+        sim = import_simulator("pyNN.spiNNaker", "spinnaker", "spinnaker")
         sim.setup(timestep=1.0, n_boards_required=self.settings.spinnaker_boards)
         return sim  # type: ignore[no-any-return]
