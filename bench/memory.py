@@ -55,8 +55,8 @@ def build_scene(path: Path, size: int) -> Path:
         (fy, fx): tile[:, :: (-1 if fy else 1), :: (-1 if fx else 1)] for fy in (0, 1) for fx in (0, 1)
     }
     tmp = path.with_suffix(".part.tif")
-    # A small GDAL cache: otherwise GDAL keeps up to 5 % of RAM of written tiles while building the scene.
-    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(tmp, "w", **profile) as dst:
+    # A small GDAL cache (in bytes): otherwise GDAL keeps up to 5 % of RAM of written tiles while building it.
+    with rasterio.Env(GDAL_CACHEMAX=64 << 20), rasterio.open(tmp, "w", **profile) as dst:  # bytes
         for y0 in range(0, size, TILE):
             h = min(TILE, size - y0)
             row = np.concatenate(

@@ -63,13 +63,10 @@ def service_run(scene: Path, model: str, n_infer: int, root: Path) -> dict[str, 
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_healthy(url)
-            time.sleep(3)  # let the workers finish importing
-            with open(scene, "rb") as fh:
-                job = httpx.post(
-                    f"{url}/v1/jobs", data={"model": model}, files={"scene": fh}, timeout=120
-                ).json()
-            while (st := httpx.get(f"{url}/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
-                time.sleep(0.1)
+            # The in-process side is timed warm (models loaded, kernels compiled), so the service is too:
+            # one untimed job first, then the timed one.
+            cold = _one_job(url, scene, model)
+            st = _one_job(url, scene, model)
         finally:
             for p in procs:
                 p.terminate()
@@ -80,8 +77,17 @@ def service_run(scene: Path, model: str, n_infer: int, root: Path) -> dict[str, 
         "status": st["status"],
         "chips": st["progress"]["chips_done"],
         "submit_to_done_s": round(st["finished"] - st["created"], 2),
+        "cold_submit_to_done_s": round(cold["finished"] - cold["created"], 2),
         "chips_per_s": st["progress"]["chips_per_s"],
     }
+
+
+def _one_job(url: str, scene: Path, model: str) -> dict[str, Any]:
+    with open(scene, "rb") as fh:
+        job = httpx.post(f"{url}/v1/jobs", data={"model": model}, files={"scene": fh}, timeout=120).json()
+    while (st := httpx.get(f"{url}/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+        time.sleep(0.02)
+    return st  # type: ignore[no-any-return]
 
 
 def predict_run(scene: Path, model: str, root: Path) -> dict[str, Any]:

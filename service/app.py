@@ -6,6 +6,8 @@ store, queues, API keys, metrics) is built once here into ``app.state.services``
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -17,14 +19,22 @@ from service.deps import Services
 from service.routes import batches, jobs, results, system, web
 from service.storage import sweep_stale_uploads, uploads_dir
 from spikescan.config import Settings
+from workers.pipeline import GDAL_CACHE_MB
+from workers.redis_server import warn_about_persistence
+
+log = logging.getLogger("spikescan.service")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # The API reads scenes (validation) and COGs (tiles, previews) for as long as it runs; GDAL's default
+    # block cache (5 % of RAM) would grow to that. Read by GDAL at its first raster access, so set it first.
+    os.environ.setdefault("GDAL_CACHEMAX", f"{GDAL_CACHE_MB}MB")
     svc = Services.build(settings)
     sweep_stale_uploads(uploads_dir(settings.data_dir))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warn_about_persistence(svc.client, log)
         yield
         svc.client.close()
 

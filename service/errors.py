@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,7 +28,9 @@ STATUS: dict[type[e.SpikescanError], int] = {
     e.NotFound: 404,
     e.Unauthorized: 401,
     e.Forbidden: 403,
-    e.ModelPackageError: 500,
+    # A broken or tampered package in the server's catalogue: not the caller's mistake, and not a crash
+    # either; the model is unavailable until an operator reinstalls it.
+    e.ModelPackageError: 503,
     e.BackendUnavailable: 503,
     e.DataUnavailable: 503,
     e.OutputError: 507,
@@ -74,6 +77,18 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
+async def _queue_down(request: Request, exc: Exception) -> JSONResponse:
+    # Redis restarting or unreachable is the server's transient state, not the caller's fault: say when to
+    # come back. Nothing was recorded, so repeating the request is safe.
+    log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "queue_unavailable",
+        "the job queue (Redis) is not reachable right now; nothing was recorded, retry shortly",
+        {"Retry-After": "5"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal", "internal server error (see the server log)")
@@ -83,4 +98,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(e.SpikescanError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(redis.ConnectionError, _queue_down)
+    app.add_exception_handler(redis.TimeoutError, _queue_down)
+    app.add_exception_handler(redis.BusyLoadingError, _queue_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -112,6 +112,8 @@ class Health(BaseModel):
     status: str
     redis: bool
     version: str
+    # What a Redis restart keeps (workers.redis_server.persistence); anything but aof-always can lose jobs.
+    persistence: str = "unknown"
 
 
 class ErrorDetail(BaseModel):
@@ -137,6 +139,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (413, "upload over the size cap"),
         (416, "byte range not satisfiable"),
         (422, "not a usable scene or request"),
-        (503, "backend or Redis unavailable"),
+        (503, "backend, Redis or the model unavailable (a package that fails its integrity check)"),
     )
 }

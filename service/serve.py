@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from spikescan.config import Settings
 from workers.redis_server import RedisServer
 
 LOOPBACK = "127.0.0.1"
+_MIN_RESTART_PAUSE_S = 1.0
+_MAX_RESTART_PAUSE_S = 60.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -48,26 +52,63 @@ def choose_host(requested: str, settings: Settings) -> str:
     return host
 
 
-def start_workers(n: int, settings: Settings, role: str = "all") -> list[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "SPIKESCAN_REDIS_URL": str(settings.redis_url),
-        "SPIKESCAN_DATA_DIR": str(settings.data_dir),
-    }
-    cmd = [sys.executable, "-m", "spikescan.cli", "worker", "--role", role]
-    return [subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(n)]
+class WorkerPool:
+    """The worker processes ``spikescan serve`` runs itself, restarted when one dies (a crash, the OOM killer,
+    a SIGKILL): what it held unacknowledged is reclaimed from Redis by the others or by its replacement, so a
+    restart is all that is needed for the job to finish. A worker that keeps dying right after its start is
+    restarted with growing pauses instead of in a tight loop."""
 
+    def __init__(self, n: int, settings: Settings, role: str = "all") -> None:
+        self.env = {
+            **os.environ,
+            "SPIKESCAN_REDIS_URL": str(settings.redis_url),
+            "SPIKESCAN_DATA_DIR": str(settings.data_dir),
+        }
+        self.cmd = [sys.executable, "-m", "spikescan.cli", "worker", "--role", role]
+        self.procs = [self._spawn() for _ in range(n)]
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+        if n:
+            self._thread.start()
 
-def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL)
+
+    def _supervise(self) -> None:
+        born = [time.monotonic()] * len(self.procs)
+        pause = [_MIN_RESTART_PAUSE_S] * len(self.procs)
+        while not self._stopping.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is None:
+                    continue
+                # Back off only for a worker that cannot stay up; one that ran a while restarts at once.
+                lived = time.monotonic() - born[i]
+                pause[i] = _MIN_RESTART_PAUSE_S if lived > 60 else min(pause[i] * 2, _MAX_RESTART_PAUSE_S)
+                print(
+                    f"spikescan: worker process {proc.pid} exited with status {proc.returncode}; "
+                    f"restarting it in {pause[i]:.0f} s",
+                    file=sys.stderr,
+                )
+                if self._stopping.wait(pause[i]):
+                    return
+                self.procs[i] = self._spawn()
+                born[i] = time.monotonic()
+                self.restarts += 1
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,10 +124,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"spikescan: embedded Redis on {server.socket} (data in {settings.data_dir})", file=sys.stderr
             )
-        procs = start_workers(n_workers or 0, settings)
-        stack.callback(stop_workers, procs)
-        if procs:
-            print(f"spikescan: {len(procs)} worker process(es) serving chip, infer, mosaic", file=sys.stderr)
+        pool = WorkerPool(n_workers or 0, settings)
+        stack.callback(pool.stop)
+        if pool.procs:
+            print(
+                f"spikescan: {len(pool.procs)} worker process(es) serving chip, infer, mosaic "
+                "(restarted if they die)",
+                file=sys.stderr,
+            )
         # uvicorn re-raises the SIGTERM it caught once it has shut down; turned into SystemExit here, it
         # unwinds through this ExitStack, which stops the workers and the private Redis.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

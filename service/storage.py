@@ -21,11 +21,12 @@ import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from spikescan.errors import InvalidInput, PayloadTooLarge
+from spikescan.errors import InvalidInput, OutputError, PayloadTooLarge, writing
 
 MAX_FIELD_BYTES = 64 * 1024
-_FLUSH_BYTES = 1 << 20
-DRAIN_LIMIT = 256 << 20
+# Room for the multipart envelope around one scene at the cap: boundaries, part headers, the small fields.
+ENVELOPE_BYTES = 1 << 20
+_FLUSH_BYTES = 256 << 10  # per upload in flight: 20 concurrent uploads hold 5 MB
 STALE_UPLOAD_S = 24 * 3600.0
 
 
@@ -52,9 +53,10 @@ class Upload:
 class _Receiver:
     """Callbacks for the streaming parser; file bytes are buffered up to a flush size, then written."""
 
-    def __init__(self, staging: Path, max_bytes: int) -> None:
+    def __init__(self, staging: Path, max_bytes: int, refusal: str | None = None) -> None:
         self.staging = staging
         self.max_bytes = max_bytes
+        self.refusal = refusal
         self.upload = Upload()
         self._headers: dict[str, str] = {}
         self._header_field = b""
@@ -96,8 +98,11 @@ class _Receiver:
         self._name = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
         if filename is not None:
+            shown = Path(filename.decode(errors="replace")).name
+            if self.refusal:
+                raise PayloadTooLarge(f"{shown or 'upload'}: {self.refusal}")
             path = self.staging / f"{uuid.uuid4().hex}.part"
-            self._file = StagedFile(self._name, Path(filename.decode(errors="replace")).name, path)
+            self._file = StagedFile(self._name, shown, path)
             self.upload.files.append(self._file)
             self._fh = open(path, "wb")  # noqa: SIM115 - closed in _part_end or close()
 
@@ -138,29 +143,43 @@ class _Receiver:
 
 
 async def receive_multipart(
-    content_type: str, body: AsyncIterator[bytes], staging: Path, max_bytes: int
+    content_type: str,
+    body: AsyncIterator[bytes],
+    staging: Path,
+    max_bytes: int,
+    refusal: str | None = None,
 ) -> Upload:
-    """Parse a multipart body into an ``Upload``; on any failure every staged file is removed."""
+    """Parse a multipart body into an ``Upload``; on any failure every staged file is removed.
+
+    ``refusal``: the body is already known to be too large (its Content-Length); read no further than the
+    first file part's headers, to name the file, then refuse with this reason."""
     ctype, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise InvalidInput("expected multipart/form-data with a 'scene' file part, or JSON with a 'uri'")
     staging.mkdir(parents=True, exist_ok=True)
-    receiver = _Receiver(staging, max_bytes)
+    receiver = _Receiver(staging, max_bytes, refusal)
     parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     try:
-        async for chunk in body:
-            parser.write(chunk)
-            if len(receiver.pending) >= _FLUSH_BYTES:
-                await anyio.to_thread.run_sync(receiver.flush)
-        parser.finalize()
-        if not receiver.complete:
-            raise MultipartParseError("body ended before the closing boundary (upload interrupted?)")
-        receiver.flush()
-    except PayloadTooLarge:
+        with writing(staging):  # a full disk is a 507 naming the volume, not a 500
+            seen = 0
+            async for chunk in body:
+                parser.write(chunk)
+                seen += len(chunk)
+                if refusal and seen > ENVELOPE_BYTES:  # no file part in sight: refuse without its name
+                    raise PayloadTooLarge(f"upload: {refusal}")
+                if len(receiver.pending) >= _FLUSH_BYTES:
+                    await anyio.to_thread.run_sync(receiver.flush)
+            parser.finalize()
+            if not receiver.complete:
+                raise MultipartParseError("body ended before the closing boundary (upload interrupted?)")
+            receiver.flush()
+    except (PayloadTooLarge, OutputError):
+        # Answered at once, the rest of the body unread: uvicorn keeps the connection and discards what
+        # still arrives, so a client reading while it sends sees the 413 after little more than the cap,
+        # and one that sends everything first still reads it (no reset), without us reading on.
         receiver.close()
         receiver.upload.discard()
-        await _drain(body)
         raise
     except MultipartParseError as exc:
         receiver.close()
@@ -172,16 +191,6 @@ async def receive_multipart(
         raise
     receiver.close()
     return receiver.upload
-
-
-async def _drain(body: AsyncIterator[bytes]) -> None:
-    # Read (and drop) a bounded tail of an oversize body so the client, still sending, gets to read our
-    # 413 instead of a reset connection; past the bound the connection is simply closed.
-    seen = 0
-    async for chunk in body:
-        seen += len(chunk)
-        if seen > DRAIN_LIMIT:
-            break
 
 
 def uploads_dir(data_dir: Path) -> Path:

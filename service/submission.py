@@ -8,17 +8,19 @@ whose recording fails half way is rolled back here.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import anyio
 from rasterio.windows import Window
 
 from models import package
 from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
-from spikescan.errors import Forbidden, InvalidInput, InvalidScene, UnknownModel
+from spikescan.errors import Forbidden, InvalidInput, InvalidScene, ModelPackageError, UnknownModel
 from workers.chips import ChipGrid
 from workers.jobs import Job, JobStore, new_id
 from workers.queue import WorkStream
@@ -26,6 +28,11 @@ from workers.scene import open_scene
 
 # A bare name from the catalogue: never a path, so a caller cannot make the server load any directory.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Scene checks that may run at once (each takes ~50 ms). Each holds GDAL buffers and a warped-VRT block and
+# grows a malloc arena in its thread: 20 uploads checked all at once cost the API ~50 MB more than 2 at a
+# time, for no gain on a few cores. Callers waiting for a slot wait in the event loop, holding no thread.
+CHECKS_AT_ONCE = 2
+log = logging.getLogger("spikescan.service")
 
 
 class Submitter:
@@ -33,6 +40,7 @@ class Submitter:
         self.settings = settings
         self.store = store
         self.chip_stream = chip_stream
+        self.check_slots = anyio.CapacityLimiter(CHECKS_AT_ONCE)  # routes pass it to to_thread
 
     def validate(
         self, scene: Path, model: str, bands: str | None, stride: int | None, shown_as: str | None = None
@@ -40,10 +48,12 @@ class Submitter:
         """Check ``scene`` against ``model``; returns the model's package id. Errors name ``shown_as``."""
         if not _MODEL_NAME.fullmatch(model):
             raise UnknownModel(f"unknown model {model!r}: give a model name from GET /v1/models")
-        pkg = package.load(model, self.settings.models_dir)
+        pkg = self.load_model(model)
         card = pkg.card
         try:
-            with open_scene(scene, card, bands) as s:
+            with open_scene(
+                scene, card, bands, geotiff_only=True, max_pixels=self.settings.max_scene_pixels
+            ) as s:
                 ChipGrid.for_model(s.width, s.height, card.patch_size, card.output_stride, stride)
                 for row in {s.height // 2, s.height - 1}:
                     s.read(Window(0, row, s.width, 1))
@@ -52,6 +62,31 @@ class Submitter:
                 raise type(exc)(exc.message.replace(str(scene), shown_as)) from None
             raise
         return pkg.id
+
+    def load_model(self, model: str) -> package.ModelPackage:
+        """A catalogue model; a broken package names the model, never the server's paths."""
+        # Only the catalogue: ``package.resolve`` would also take the name as a directory under the server's
+        # working directory, which is no business of a remote caller's.
+        where = next(
+            (
+                root / model
+                for root in package.search_dirs(self.settings.models_dir)
+                if (root / model / package.CARD_FILE).is_file()
+            ),
+            None,
+        )
+        if where is None:
+            raise UnknownModel(f"unknown model {model!r}: give a model name from GET /v1/models")
+        try:
+            return package.load(where)
+        except ModelPackageError as exc:
+            # The caller cannot fix this, the operator can: the full message goes to the log.
+            log.error("model %r is unusable: %s", model, exc.message)
+            reason = exc.message.replace(str(where), model)
+            raise ModelPackageError(
+                f"model {model!r} failed its integrity check on this server ({reason}); "
+                "ask the operator to reinstall it"
+            ) from None
 
     def submit_upload(
         self,
@@ -128,6 +163,8 @@ class Submitter:
                 f"{uri}: only paths or file:// URIs under the server's input roots are accepted"
             )
         raw = unquote(parsed.path) if parsed.scheme == "file" else uri
+        if "\0" in raw:
+            raise InvalidInput(f"{uri!r}: a path cannot contain a NUL byte")
         if not os.path.isabs(raw):
             raise InvalidInput(f"{uri}: give an absolute path under one of the server's input roots")
         real = Path(os.path.realpath(raw))

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_mb: int = 2048
+    # Pixels per band a scene's header may claim; checked before any pixel is read, so a tiny file claiming
+    # 10^6 x 10^6 cannot start a job of 10^9 chips. 4e10 is 200k x 200k: above the largest single-file
+    # orthomosaics and satellite strips users bring (a 100k x 100k 10 cm mosaic is 10 x 10 km), while work
+    # and output size still scale with it. Tile a larger scene, or raise this.
+    max_scene_pixels: int = Field(default=40_000_000_000, ge=1)
     backend: str = "emulator"
     # A SpiNNaker board for the `spinnaker` backend: its address, or a spalloc server that shares boards out
     # (with the user name spalloc wants). Neither set: the backend refuses, the emulator computes the same.

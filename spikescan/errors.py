@@ -7,6 +7,12 @@ caller's mistakes, so neither edge has to guess.
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class SpikescanError(Exception):
     """Base of every error spikescan raises on purpose."""
@@ -43,6 +49,12 @@ class ResolutionMismatch(InvalidScene):
     """The scene's ground sample distance is too far from the model's to resample honestly."""
 
     code = "resolution_mismatch"
+
+
+class SceneTooLarge(InvalidScene):
+    """A scene whose header claims more pixels than the configured limit (SPIKESCAN_MAX_SCENE_PIXELS)."""
+
+    code = "scene_too_large"
 
 
 class ModelPackageError(SpikescanError, ValueError):
@@ -87,3 +99,25 @@ class OutputError(SpikescanError, OSError):
     """Results could not be written (disk full, permissions)."""
 
     code = "output_error"
+
+
+# The storage's fault, not one chip's: retrying cannot help until an operator acts.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a full disk, an exceeded quota or a read-only volume under ``path`` into an ``OutputError`` that
+    says so: a job fails at once with a message an operator can act on, instead of every chip being retried
+    and dead-lettered one by one."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise OutputError(
+            f"{path}: cannot write results: {os.strerror(exc.errno)}; free space on (or fix) that volume and "
+            "resubmit the job"
+        ) from None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikescan.errors import writing
 from workers.chips import Chip
 from workers.mosaic import ChipResult
 
@@ -30,7 +31,8 @@ def store(chip_dir: Path, results: list[ChipResult]) -> list[Path]:
     by_row: dict[int, list[ChipResult]] = defaultdict(list)
     for r in results:
         by_row[r.chip.row].append(r)
-    return [_write_row(chip_dir / f"r{row}", group) for row, group in sorted(by_row.items())]
+    with writing(chip_dir):
+        return [_write_row(chip_dir / f"r{row}", group) for row, group in sorted(by_row.items())]
 
 
 def _write_row(directory: Path, group: list[ChipResult]) -> Path:

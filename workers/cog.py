@@ -13,7 +13,10 @@ is bounded in memory too) and removes the temporaries.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from workers.mosaic import Strip
 
 NODATA_CLASS = 255
 TILE = 256
+_LOW_SPACE_BYTES = 1 << 20  # less than one strip of a large output
 
 
 class LayerWriter:
@@ -63,7 +67,7 @@ class LayerWriter:
                 out_dir / ".classes.tmp.tif", "w", count=1, nodata=NODATA_CLASS, **base
             )
         except (OSError, rasterio.errors.RasterioError) as exc:
-            raise OutputError(f"{out_dir}: cannot write outputs ({exc})") from None
+            raise write_failed(out_dir, exc) from None
         self._describe(classes, colors)
 
     def _describe(self, classes: list[str], colors: list[list[int]]) -> None:
@@ -92,8 +96,11 @@ class LayerWriter:
         extra = np.stack(
             [np.minimum(strip.hits, 255), np.rint(np.clip(strip.disagreement * 510, 0, 255))]
         ).astype(np.uint8)
-        self._scores.write(np.concatenate([np.moveaxis(scores, -1, 0), extra]), window=window)
-        self._classes.write(classes[None], window=window)
+        try:
+            self._scores.write(np.concatenate([np.moveaxis(scores, -1, 0), extra]), window=window)
+            self._classes.write(classes[None], window=window)
+        except rasterio.errors.RasterioError as exc:
+            raise write_failed(self.out_dir, exc) from None
 
     def finish(self) -> dict[str, Path]:
         """Close the temporaries, translate them to COGs, and return {"scores": path, "classes": path}."""
@@ -115,10 +122,15 @@ class LayerWriter:
 
 def to_cog(src: Path, dst: Path, resampling: str) -> None:
     """GDAL's COG driver: deflate, 256-pixel tiles, overviews down to one tile (at least one level)."""
-    with rasterio.open(src) as ds:
-        levels = 1
-        while max(ds.width, ds.height) / 2 ** (levels + 1) >= TILE / 2:
-            levels += 1
+    try:
+        with rasterio.open(src) as ds:
+            levels = 1
+            while max(ds.width, ds.height) / 2 ** (levels + 1) >= TILE / 2:
+                levels += 1
+    except rasterio.errors.RasterioError as exc:
+        # GDAL flushes cached blocks when a dataset is closed and reports a failed flush only in its log:
+        # an unreadable temporary is how a write that failed at close shows.
+        raise write_failed(src.parent, exc) from None
     try:
         rasterio.shutil.copy(
             src,
@@ -132,7 +144,16 @@ def to_cog(src: Path, dst: Path, resampling: str) -> None:
             BIGTIFF="IF_SAFER",
         )
     except rasterio.errors.RasterioError as exc:
-        raise OutputError(f"{dst}: cannot write the COG ({exc})") from None
+        raise write_failed(dst.parent, exc) from None
+
+
+def write_failed(directory: Path, exc: Exception) -> Exception:
+    """What to raise for a GDAL write that failed. GDAL's errors do not carry errno; a full volume is told
+    apart by its free space, and becomes the ENOSPC ``spikescan.errors.writing`` reports as such."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if shutil.disk_usage(existing).free < _LOW_SPACE_BYTES:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    return OutputError(f"{directory}: cannot write outputs ({exc})")
 
 
 def is_valid_cog(path: Path) -> bool:

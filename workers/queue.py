@@ -84,9 +84,17 @@ class WorkStream:
         Entries that have now been delivered more than ``max_attempts`` times are dead-lettered instead of
         returned: a chip that keeps killing its worker must not kill every worker in turn.
         """
-        raw = self._reclaim(consumer, count)
-        if len(raw) < count:
-            raw += self._read_new(consumer, count - len(raw), block_ms if not raw else 0)
+        try:
+            raw = self._reclaim(consumer, count)
+            if len(raw) < count:
+                raw += self._read_new(consumer, count - len(raw), block_ms if not raw else 0)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream is gone: a Redis without persistence restarted, or was flushed. Its jobs are lost
+            # with it (docs/operations.md); recreate the group so that new jobs are served.
+            self._ensure_group()
+            return [], []
         attempts = self._attempts([entry_id for entry_id, _ in raw])
         live: list[Delivery] = []
         dead: list[DeadLetter] = []

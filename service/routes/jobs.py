@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
 from service.events import job_events
 from service.schemas import ERROR_RESPONSES, Accepted, JobOut, UriSubmission, links
-from service.storage import Upload, receive_multipart, remove_job_files, uploads_dir
+from service.storage import ENVELOPE_BYTES, Upload, receive_multipart, remove_job_files, uploads_dir
 from spikescan.errors import InvalidInput, PayloadTooLarge
 from workers.jobs import Job
 
@@ -68,10 +68,30 @@ def required_field(upload: Upload, name: str) -> str:
     return value
 
 
-async def receive_upload(request: Request, svc: Services) -> Upload:
+def declared_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None  # chunked: the cap is enforced while streaming
+
+
+async def receive_upload(request: Request, svc: Services, scenes: int | None = 1) -> Upload:
+    """Stream a multipart body to staging. With ``scenes`` known, a Content-Length that cannot fit that many
+    scenes at the cap is refused as soon as the first file part's name has arrived, not after the upload."""
     cap = svc.settings.max_upload_mb << 20
+    declared = declared_length(request)
+    refusal = None
+    if scenes is not None and declared is not None and declared > scenes * cap + ENVELOPE_BYTES:
+        refusal = (
+            f"larger than the server's limit of {svc.settings.max_upload_mb} MB (SPIKESCAN_MAX_UPLOAD_MB): "
+            f"the request declares {declared / (1 << 20):,.0f} MB (Content-Length)"
+        )
     return await receive_multipart(
-        request.headers.get("content-type", ""), request.stream(), uploads_dir(svc.settings.data_dir), cap
+        request.headers.get("content-type", ""),
+        request.stream(),
+        uploads_dir(svc.settings.data_dir),
+        cap,
+        refusal=refusal,
     )
 
 
@@ -81,6 +101,9 @@ def accepted(job: Job, request: Request) -> Accepted:
 
 async def json_body(request: Request, model: type[M], limit: int = MAX_JSON_BYTES) -> M:
     """A small JSON body, read with a cap so that a huge one is refused instead of buffered."""
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"JSON request body of {declared} bytes is larger than {limit // 1024} KiB")
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
@@ -105,7 +128,8 @@ async def _submit_upload(request: Request, svc: Services, owner: str) -> Job:
             form_int(upload, "stride"),
         )
         job = await anyio.to_thread.run_sync(
-            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride)
+            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride),
+            limiter=svc.submitter.check_slots,
         )
         svc.metrics.upload_bytes.inc(scenes[0].size)
         return job
@@ -119,7 +143,8 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
     if is_json(request):
         body = await json_body(request, UriSubmission)
         job = await anyio.to_thread.run_sync(
-            lambda: svc.submitter.submit_uri(owner, body.uri, body.model, body.bands, body.stride)
+            lambda: svc.submitter.submit_uri(owner, body.uri, body.model, body.bands, body.stride),
+            limiter=svc.submitter.check_slots,
         )
     else:
         job = await _submit_upload(request, svc, owner)

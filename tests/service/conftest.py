@@ -80,6 +80,13 @@ class Stack:
     def worker(self, name: str, role: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "worker", "--role", role)
 
+    def pipeline_workers(self, infer: int = 1) -> None:
+        """One chipper, ``infer`` inference workers (infer-1, ...), one mosaicker."""
+        self.worker("chipper", "chip")
+        for i in range(1, infer + 1):
+            self.worker(f"infer-{i}", "infer")
+        self.worker("mosaicker", "mosaic")
+
     def _wait_healthy(self, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -124,6 +131,35 @@ class Stack:
             log.close()
 
 
+def nothing_left(stack: Stack) -> Callable[[], None]:
+    """Snapshot now; the returned check asserts no job record, staged upload or job directory was added."""
+    r = stack.rclient()
+    jobs_before = r.zcard("spikescan:jobs")
+    dirs_before = set((stack.data_dir / "jobs").glob("*")) if (stack.data_dir / "jobs").exists() else set()
+
+    def check() -> None:
+        assert r.zcard("spikescan:jobs") == jobs_before
+        uploads = stack.data_dir / "uploads"
+        assert not uploads.exists() or list(uploads.iterdir()) == []
+        now = set((stack.data_dir / "jobs").glob("*")) if (stack.data_dir / "jobs").exists() else set()
+        assert now == dirs_before
+        r.close()
+
+    return check
+
+
+def upload(
+    http: httpx.Client, path: Path, model: str, filename: str | None = None, **fields: str
+) -> httpx.Response:
+    """POST ``path`` as the ``scene`` part (named ``filename``, default its own name) with form ``fields``."""
+    with open(path, "rb") as fh:
+        return http.post(
+            "/v1/jobs",
+            data={"model": model, **fields},
+            files={"scene": (path.name if filename is None else filename, fh, "image/tiff")},
+        )
+
+
 @pytest.fixture()
 def new_stack(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Stack]]:
     """A private stack for one test (extra SPIKESCAN_* variables as keyword arguments), stopped afterwards."""
@@ -159,13 +195,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterato
     """The shared stack: API + one chipper, two inference workers, one mosaicker."""
     s = Stack(tmp_path_factory.mktemp("stack"), models_dir)
     try:
-        for name, role in (
-            ("chipper", "chip"),
-            ("infer-1", "infer"),
-            ("infer-2", "infer"),
-            ("mosaicker", "mosaic"),
-        ):
-            s.worker(name, role)
+        s.pipeline_workers(infer=2)
         yield s
     finally:
         s.stop()

@@ -155,7 +155,12 @@ def test_status_metrics_models_and_openapi(stack: Stack, finished, rgb_model: Mo
     assert bodies["application/json"]["schema"]["title"] == "UriSubmission"
     assert "scene" in bodies["multipart/form-data"]["schema"]["properties"]
     assert "$ref" not in json.dumps(spec["paths"]["/v1/batches"]["post"]["requestBody"])
-    assert health == {"status": "ok", "redis": True, "version": health["version"]}
+    assert health == {
+        "status": "ok",
+        "redis": True,
+        "version": health["version"],
+        "persistence": "aof-always",
+    }
 
 
 def test_delete_removes_a_finished_job_and_its_files(

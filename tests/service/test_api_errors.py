@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 import pytest
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from models.package import ModelPackage
+from tests.service.conftest import nothing_left as _nothing_left
+from tests.service.conftest import upload as _upload
 
 if TYPE_CHECKING:
     from tests.service.conftest import Stack
@@ -43,29 +43,6 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, osbs_tif: Path) -> dict[
     ) as dst:
         dst.write(big)
     return {p.stem: p for p in d.iterdir()}
-
-
-def _nothing_left(stack: Stack) -> Callable[[], None]:
-    r = stack.rclient()
-    jobs_before = r.zcard("spikescan:jobs")
-    dirs_before = set((stack.data_dir / "jobs").glob("*")) if (stack.data_dir / "jobs").exists() else set()
-
-    def check() -> None:
-        assert r.zcard("spikescan:jobs") == jobs_before
-        uploads = stack.data_dir / "uploads"
-        assert not uploads.exists() or list(uploads.iterdir()) == []
-        now = set((stack.data_dir / "jobs").glob("*")) if (stack.data_dir / "jobs").exists() else set()
-        assert now == dirs_before
-        r.close()
-
-    return check
-
-
-def _upload(http: httpx.Client, path: Path, model: str, **fields: str) -> httpx.Response:
-    with open(path, "rb") as fh:
-        return http.post(
-            "/v1/jobs", data={"model": model, **fields}, files={"scene": (path.name, fh, "image/tiff")}
-        )
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from models.package import ModelPackage
 from workers.jobs import OUTPUTS
@@ -191,3 +192,45 @@ def test_a_restarted_server_resumes_its_jobs_from_the_embedded_redis(
         _stop(serve)
     assert final["status"] == "done", final
     assert final["progress"]["chips_done"] == final["progress"]["chips_total"]
+
+
+def test_serve_restarts_a_worker_killed_mid_job_and_the_job_finishes(
+    tmp_path: Path, models_dir: Path, landsat_tif: Path, landsat_model: ModelPackage, loopback_port: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
+    env |= {
+        "SPIKESCAN_MODELS_DIR": str(models_dir),
+        "SPIKESCAN_DATA_DIR": str(tmp_path / "data"),
+        "SPIKESCAN_BATCH_SIZE": "4",
+        "SPIKESCAN_CHIP_CLAIM_TIMEOUT_S": "2",
+    }
+    url = f"http://127.0.0.1:{loopback_port}"
+    cmd = [sys.executable, "-m", "spikescan.cli", "serve", "--port", str(loopback_port)]
+    with open(tmp_path / "serve.log", "w") as log:
+        serve = subprocess.Popen(cmd, env=env, cwd=tmp_path, text=True, stdout=log, stderr=log)
+        try:
+            _wait_up(url, serve)
+            with open(landsat_tif, "rb") as fh:
+                r = httpx.post(f"{url}/v1/jobs", data={"model": landsat_model.name}, files={"scene": fh})
+            job_id = r.json()["id"]
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{url}/v1/jobs/{job_id}").json()["progress"]["chips_done"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            (victim,) = [c for c in psutil.Process(serve.pid).children() if "worker" in c.cmdline()]
+            victim.kill()
+            deadline = time.monotonic() + 120
+            while (final := httpx.get(f"{url}/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+                assert time.monotonic() < deadline, final
+                time.sleep(0.2)
+            (successor,) = [c for c in psutil.Process(serve.pid).children() if "worker" in c.cmdline()]
+        finally:
+            _stop(serve)
+    assert final["status"] == "done", final
+    assert final["progress"]["chips_done"] == final["progress"]["chips_total"]
+    assert final["progress"]["chips_failed"] == 0
+    assert successor.pid != victim.pid
+    assert (
+        f"worker process {victim.pid} exited with status -9; restarting it"
+        in (tmp_path / "serve.log").read_text()
+    )

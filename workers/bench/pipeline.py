@@ -53,7 +53,7 @@ def inference_alone_s(scene_path: Path, pkg: ModelPackage, batch_size: int) -> f
 def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path) -> float:
     t0 = time.perf_counter()
     card = pkg.card
-    with rasterio.Env(GDAL_CACHEMAX=pipeline.GDAL_CACHE_MB), open_scene(scene_path, card) as scene:
+    with rasterio.Env(GDAL_CACHEMAX=pipeline.GDAL_CACHE_BYTES), open_scene(scene_path, card) as scene:
         grid = ChipGrid.for_model(scene.width, scene.height, card.patch_size, card.output_stride, None)
         transform = pipeline.output_transform(scene, grid)
         writer = LayerWriter(
