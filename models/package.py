@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from spikescan.errors import ModelPackageError, UnknownModel
 ZOO = Path(__file__).resolve().parent / "zoo"
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
+_NPZ_READS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,18 @@ def _read(path: Path) -> bytes:
         raise ModelPackageError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def read_npz(source: Path | io.BytesIO) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, pickles refused. One thread at a time: numpy parses .npy headers with
+    ast.literal_eval, which on CPython 3.11 before 3.11.8 fails at random with "SystemError: AST constructor
+    recursion depth mismatch" when threads use it at once (CPython gh-106905) — and the API reads packages
+    and chip results from several request threads."""
+    with _NPZ_READS, np.load(source, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def _parse_weights(data: bytes, where: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return read_npz(io.BytesIO(data))
     except Exception as exc:  # numpy raises several types for a damaged archive
         raise ModelPackageError(f"{where}: not a readable weights archive ({type(exc).__name__})") from None
 

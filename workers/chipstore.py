@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.package import read_npz
 from spikescan.errors import writing
 from workers.chips import Chip
 from workers.mosaic import ChipResult
@@ -62,8 +63,13 @@ def load_row(chip_dir: Path, row: int, done: set[str]) -> list[ChipResult]:
     found: dict[str, ChipResult] = {}
     directory = chip_dir / f"r{row}"
     for path in sorted(directory.glob("*.npz")) if directory.is_dir() else []:
-        with np.load(path, allow_pickle=False) as z:
+        try:
+            z = read_npz(path)  # thread-safe: the API reads chip results from several request threads
             chips, scores, valid, spikes = z["chip"], z["scores"], z["cell_valid"], z["spikes"]
+        except FileNotFoundError:
+            # Removed under us (the job finished or was deleted while a preview tile read it). The mosaicker
+            # counts what it loaded against what Redis says is done, so a loss cannot pass there unnoticed.
+            continue
         for i, (r, c, x, y, size) in enumerate(chips.tolist()):
             chip = Chip(r, c, x, y, size)
             if chip.id in done and chip.id not in found:

@@ -4,7 +4,7 @@ Feed the ``Mosaicker`` the results of chip row 0, then row 1, ... (any order wit
 simply absent). After each row it hands every output row that no later chip can touch to its sink as a
 ``Strip``, so it holds at most one chip's height of output rows: memory ∝ width × patch, whatever the scene's
 height. The same object runs in-process (``workers.pipeline``) and in the service's mosaic worker, which
-rebuilds ``ChipResult`` records from storage with ``ChipResult.from_bytes``.
+rebuilds ``ChipResult`` records from storage (``workers.chipstore``).
 
 Blending. Each valid cell (one with at least one valid pixel) of every chip covering an output cell adds its
 class scores with the weight
@@ -19,7 +19,6 @@ contributed; ``disagreement`` is the weighted variance of the chips' score vecto
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,23 +36,6 @@ class ChipResult:
     scores: np.ndarray  # float32 [cy, cx, classes]
     cell_valid: np.ndarray  # bool [cy, cx]: cells with at least one valid pixel
     spikes: int
-
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            chip=np.array([self.chip.row, self.chip.col, self.chip.x, self.chip.y, self.chip.size]),
-            scores=self.scores.astype(np.float32),
-            cell_valid=self.cell_valid,
-            spikes=np.int64(self.spikes),
-        )
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ChipResult:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            row, col, x, y, size = (int(v) for v in z["chip"])
-            return cls(Chip(row, col, x, y, size), z["scores"], z["cell_valid"], int(z["spikes"]))
 
 
 @dataclass

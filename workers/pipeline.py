@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +167,19 @@ def _scan(
             counters.spikes += sum(r.spikes for r in results)
             progress.update(grid.cols)
 
+    def read(row: int) -> tuple[ChipBatch, np.ndarray]:
+        batch = scene.read_chip_row(grid, row)
+        return batch, has_data(batch)
+
     batcher = RowBatcher(infer, batch_size)
-    with progress:
+    # The next chip row is read while this one is inferred: GDAL and the emulator's kernels release the GIL,
+    # so on two cores reading and decoding hide behind inference. One row ahead: memory stays one row more.
+    with progress, ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+        ahead = reader.submit(read, 0) if grid.rows else None
         for row in range(grid.rows):
-            with watch.stage("read"):
-                batch = scene.read_chip_row(grid, row)
-                keep = has_data(batch)
+            with watch.stage("read"):  # only the time spent waiting for the reader
+                batch, keep = ahead.result()  # type: ignore[union-attr]
+            ahead = reader.submit(read, row + 1) if row + 1 < grid.rows else None
             counters.chips_skipped += int((~keep).sum())
             feed(batcher.add_row(row, batch, np.flatnonzero(keep)))
         feed(batcher.flush())

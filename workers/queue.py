@@ -85,9 +85,10 @@ class WorkStream:
         returned: a chip that keeps killing its worker must not kill every worker in turn.
         """
         try:
-            raw = self._reclaim(consumer, count)
-            if len(raw) < count:
-                raw += self._read_new(consumer, count - len(raw), block_ms if not raw else 0)
+            reclaimed = self._reclaim(consumer, count)
+            new = []
+            if len(reclaimed) < count:
+                new = self._read_new(consumer, count - len(reclaimed), block_ms if not reclaimed else 0)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -95,10 +96,11 @@ class WorkStream:
             # with it (docs/operations.md); recreate the group so that new jobs are served.
             self._ensure_group()
             return [], []
-        attempts = self._attempts([entry_id for entry_id, _ in raw])
+        # A new entry is on its first delivery by definition; only reclaimed ones need their count looked up.
+        attempts = self._attempts([entry_id for entry_id, _ in reclaimed])
         live: list[Delivery] = []
         dead: list[DeadLetter] = []
-        for entry_id, fields in raw:
+        for entry_id, fields in reclaimed + new:
             d = Delivery(entry_id, fields, attempts.get(entry_id, 1))
             if d.attempts > self.max_attempts:
                 reason = f"delivered {d.attempts - 1} times without being finished (worker died or timed out)"

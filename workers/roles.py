@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import rasterio
 import redis
 
@@ -54,7 +53,7 @@ from workers.jobs import Job, JobStore
 from workers.mosaic import Mosaicker
 from workers.queue import DeadLetter, Delivery, Streams, WorkStream
 from workers.redis_server import warn_about_persistence
-from workers.scene import ChipBatch, Scene, open_scene
+from workers.scene import Scene, open_scene
 
 log = logging.getLogger("spikescan.worker")
 ROLES = ("chip", "infer", "mosaic")
@@ -251,9 +250,7 @@ def _infer_chips(w: Worker, job: Job, group: list[Delivery]) -> None:
     pkg = w.package(job)
     engine = w.backend(pkg)
     scene = w.scene(job, pkg)
-    chips = [Chip.from_dict(json.loads(d.fields["chip"])) for d in group]
-    reads = [scene.read_chip(c) for c in chips]
-    batch = ChipBatch(chips, np.stack([p for p, _ in reads]), np.stack([v for _, v in reads]))
+    batch = scene.read_chips([Chip.from_dict(json.loads(d.fields["chip"])) for d in group])
     results = pipeline.infer_batch(engine, batch, w.take_count, pkg.card.output_stride)
     if _live_job(w, job.id) is None:  # cancelled or deleted while we computed: keep nothing
         w.streams.infer.ack(d.id for d in group)

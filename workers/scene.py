@@ -17,6 +17,7 @@ anything but a GeoTIFF.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -150,7 +151,7 @@ class Scene:
     def _validity(self, data: np.ndarray, window: Window) -> np.ndarray:
         """Valid if any band is valid. Masks that are only nodata values are computed from the pixels already
         read — the same rule as GDAL's nodata mask, without a second (warped) read of the window."""
-        nodata = self._nodata_only()
+        nodata = self._nodata
         if nodata is None:
             return (self._ds.read_masks(self.band_indexes, window=window) > 0).any(axis=0)
         ok = np.zeros(data.shape[1:], bool)
@@ -158,14 +159,36 @@ class Scene:
             ok |= ~np.isnan(band) if math.isnan(value) else band != band.dtype.type(value)
         return ok
 
-    def _nodata_only(self) -> list[float] | None:
+    @functools.cached_property
+    def _nodata(self) -> list[float] | None:
+        # rasterio rebuilds mask_flag_enums on every access: asked once per read, it cost as much as the read.
         flags = [self._ds.mask_flag_enums[i - 1] for i in self.band_indexes]
         if all(f == [MaskFlags.nodata] for f in flags):
             return [float(self._ds.nodatavals[i - 1]) for i in self.band_indexes]
         return None
 
-    def read_chip(self, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
-        return self.read(chip.window)
+    def read_chips(self, chips: Sequence[Chip]) -> ChipBatch:
+        """Any chips (an inference worker's batch), in one read per chip row they come from: a batch is
+        mostly a run of one row's neighbours, and one strip read costs about what one chip read does."""
+        if not chips:
+            raise ValueError("no chips to read")
+        size = chips[0].size
+        pixels = np.empty((len(chips), size, size, len(self.band_indexes)), np.float32)
+        valid = np.empty((len(chips), size, size), bool)
+        by_row: dict[int, list[int]] = {}
+        for i, chip in enumerate(chips):
+            if chip.size != size:
+                raise ValueError("chips of one batch must have one size")
+            by_row.setdefault(chip.y, []).append(i)
+        for y, members in by_row.items():
+            x0 = min(chips[i].x for i in members)
+            x1 = max(chips[i].x for i in members) + size
+            strip, strip_valid = self.read(Window(x0, y, x1 - x0, size))
+            for i in members:
+                dx = chips[i].x - x0
+                pixels[i] = strip[:, dx : dx + size]
+                valid[i] = strip_valid[:, dx : dx + size]
+        return ChipBatch(list(chips), pixels, valid)
 
     def read_chip_row(self, grid: ChipGrid, row: int) -> ChipBatch:
         """Every chip of one chip row from a single (width × patch) read; chips are views of that strip."""

@@ -109,12 +109,3 @@ def test_rows_out_of_order_are_refused_and_skipped_chips_leave_holes() -> None:
         mosaic.feed_row(r, [])  # every chip skipped (all nodata)
     _, hits, _ = sink.stacked()
     assert hits.shape == (grid.out_height, grid.out_width) and not hits.any()
-
-
-def test_chip_results_survive_storage() -> None:
-    grid = ChipGrid(61, 45, 16, 8, 2)
-    original = _results(grid, 3, seed=1)[2][3]
-    back = ChipResult.from_bytes(original.to_bytes())
-    assert back.chip == original.chip and back.spikes == original.spikes
-    np.testing.assert_array_equal(back.scores, original.scores)
-    np.testing.assert_array_equal(back.cell_valid, original.cell_valid)

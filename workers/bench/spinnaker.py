@@ -1,9 +1,9 @@
 """Table 4: the SpiNNaker planner's projection per model next to the emulator measured on this CPU.
 
-CPU energy is an ESTIMATE: the busy cores' share of a package TDP, ``CPU_WATTS_PER_CORE`` per thread (AMD
-EPYC 7763, 64 cores, 280 W TDP — AMD's product page; /proc/cpuinfo here names only "AMD EPYC", so the SKU is
-assumed). It ignores memory, uncore and idle power, so it flatters the CPU. Area per patch follows the
-planner: one patch per (patch/2 x GSD)^2, the default chip stride.
+CPU energy is an ESTIMATE: one typical server core's share of a package TDP, ``CPU_WATTS_PER_CORE`` per thread
+(AMD EPYC 7763, 64 cores, 280 W TDP — AMD's product page), whatever CPU the bench runs on (cloud machines
+rarely name their SKU). It ignores memory, uncore and idle power, so it flatters the CPU. Area per patch
+follows the planner: one patch per (patch/2 x GSD)^2, the default chip stride.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from workers.crosscheck import default_scene, real_patches
 from workers.spinnaker import planner
 
 CPU_WATTS_PER_CORE = 280.0 / 64
-CPU_POWER_SOURCE = "AMD EPYC 7763 TDP 280 W / 64 cores (amd.com product page); assumed SKU, estimate"
+CPU_POWER_SOURCE = (
+    "one server core's share of a package TDP, AMD EPYC 7763: 280 W / 64 cores (amd.com product page); "
+    "not this machine's measured power (whatever its CPU); estimate"
+)
 
 
 def one_model(name: str, patches: int, threads: int) -> dict[str, Any]:
