@@ -60,15 +60,20 @@ def search_dirs(extra: Path | None = None) -> list[Path]:
     return [d for d in (extra, ZOO) if d is not None]
 
 
+def in_catalogue(name: str, extra: Path | None = None) -> Path | None:
+    """The package called ``name`` in ``extra`` or the zoo (never a path of the caller's choosing)."""
+    return next((root / name for root in search_dirs(extra) if (root / name / CARD_FILE).is_file()), None)
+
+
 def resolve(name_or_dir: str | Path, extra: Path | None = None) -> Path:
     candidate = Path(name_or_dir)
     if (candidate / CARD_FILE).is_file():
         return candidate
     if candidate.is_dir():
         raise ModelPackageError(f"{candidate}: not a model package (no {CARD_FILE})")
-    for root in search_dirs(extra):
-        if (root / str(name_or_dir) / CARD_FILE).is_file():
-            return root / str(name_or_dir)
+    found = in_catalogue(str(name_or_dir), extra)
+    if found is not None:
+        return found
     known = ", ".join(sorted(p.name for p in available(extra))) or "none"
     raise UnknownModel(f"unknown model {str(name_or_dir)!r} (available: {known})")
 

@@ -67,14 +67,7 @@ class Submitter:
         """A catalogue model; a broken package names the model, never the server's paths."""
         # Only the catalogue: ``package.resolve`` would also take the name as a directory under the server's
         # working directory, which is no business of a remote caller's.
-        where = next(
-            (
-                root / model
-                for root in package.search_dirs(self.settings.models_dir)
-                if (root / model / package.CARD_FILE).is_file()
-            ),
-            None,
-        )
+        where = package.in_catalogue(model, self.settings.models_dir)
         if where is None:
             raise UnknownModel(f"unknown model {model!r}: give a model name from GET /v1/models")
         try:

@@ -252,11 +252,14 @@ def _infer_chips(w: Worker, job: Job, group: list[Delivery]) -> None:
     scene = w.scene(job, pkg)
     batch = scene.read_chips([Chip.from_dict(json.loads(d.fields["chip"])) for d in group])
     results = pipeline.infer_batch(engine, batch, w.take_count, pkg.card.output_stride)
-    if _live_job(w, job.id) is None:  # cancelled or deleted while we computed: keep nothing
+    live = _live_job(w, job.id)
+    if live is None:  # cancelled or deleted while we computed: keep nothing
         w.streams.infer.ack(d.id for d in group)
         return
-    energy = engine.energy_per_chip_j
-    w.store.annotate(job.id, backend=engine.name, copies=engine.copies, energy_per_chip_j=energy)
+    if live.backend != engine.name or live.extra.get("copies") != str(engine.copies):
+        # What report.json says ran the job: written by the first batch, not re-sent with every batch.
+        energy = engine.energy_per_chip_j
+        w.store.annotate(job.id, backend=engine.name, copies=engine.copies, energy_per_chip_j=energy)
     chipstore.store(w.store.chip_dir(job.id), results)
     # Stored, then counted, then acked: a crash between any two steps loses nothing and counts nothing twice.
     if w.store.chips_done(job.id, [r.chip.id for r in results])[1]:

@@ -30,6 +30,16 @@ def _cli(
     )
 
 
+def _clean_env(models_dir: Path | None = None, data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """This environment without any SPIKESCAN_ setting (so no Redis configured), plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
+    if models_dir is not None:
+        env["SPIKESCAN_MODELS_DIR"] = str(models_dir)
+    if data_dir is not None:
+        env["SPIKESCAN_DATA_DIR"] = str(data_dir)
+    return env | extra
+
+
 def _wait_up(url: str, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -50,8 +60,7 @@ def test_serve_on_a_clean_machine_accepts_an_upload_and_finishes_it(
     loopback_port: int,
     landsat_tif: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
-    env |= {"SPIKESCAN_MODELS_DIR": str(models_dir), "SPIKESCAN_DATA_DIR": str(tmp_path / "data")}
+    env = _clean_env(models_dir, tmp_path / "data")
     port = loopback_port
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(
@@ -135,7 +144,7 @@ def test_serve_on_a_clean_machine_accepts_an_upload_and_finishes_it(
 
 
 def test_a_worker_without_redis_configured_says_so(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
+    env = _clean_env()
     r = _cli("worker", "--role", "infer", env=env, cwd=tmp_path, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "needs SPIKESCAN_REDIS_URL" in r.stderr
@@ -158,12 +167,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def test_a_restarted_server_resumes_its_jobs_from_the_embedded_redis(
     tmp_path: Path, models_dir: Path, landsat_tif: Path, landsat_model: ModelPackage, loopback_port: int
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
-    env |= {
-        "SPIKESCAN_MODELS_DIR": str(models_dir),
-        "SPIKESCAN_DATA_DIR": str(tmp_path / "data"),
-        "SPIKESCAN_BATCH_SIZE": "8",
-    }
+    env = _clean_env(models_dir, tmp_path / "data", SPIKESCAN_BATCH_SIZE="8")
     url = f"http://127.0.0.1:{loopback_port}"
     serve = _serve(env, loopback_port, tmp_path)
     try:
@@ -197,13 +201,9 @@ def test_a_restarted_server_resumes_its_jobs_from_the_embedded_redis(
 def test_serve_restarts_a_worker_killed_mid_job_and_the_job_finishes(
     tmp_path: Path, models_dir: Path, landsat_tif: Path, landsat_model: ModelPackage, loopback_port: int
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPIKESCAN_")}
-    env |= {
-        "SPIKESCAN_MODELS_DIR": str(models_dir),
-        "SPIKESCAN_DATA_DIR": str(tmp_path / "data"),
-        "SPIKESCAN_BATCH_SIZE": "4",
-        "SPIKESCAN_CHIP_CLAIM_TIMEOUT_S": "2",
-    }
+    env = _clean_env(
+        models_dir, tmp_path / "data", SPIKESCAN_BATCH_SIZE="4", SPIKESCAN_CHIP_CLAIM_TIMEOUT_S="2"
+    )
     url = f"http://127.0.0.1:{loopback_port}"
     cmd = [sys.executable, "-m", "spikescan.cli", "serve", "--port", str(loopback_port)]
     with open(tmp_path / "serve.log", "w") as log:
