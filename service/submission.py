@@ -22,11 +22,12 @@ from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
 from spikescan.errors import Forbidden, InvalidInput, InvalidScene, ModelPackageError, UnknownModel
 from workers.chips import ChipGrid
+from workers.input_check import InputOptions, job_fields, open_checked
 from workers.jobs import Job, JobStore, new_id
 from workers.queue import WorkStream
-from workers.scene import open_scene
 
 # A bare name from the catalogue: never a path, so a caller cannot make the server load any directory.
+VECTOR_FIELDS = ("min_score", "nms_iou")  # a detector's peak-picking overrides (models.tasks.VectorParams)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Scene checks that may run at once (each takes ~50 ms). Each holds GDAL buffers and a warped-VRT block and
 # grows a malloc arena in its thread: 20 uploads checked all at once cost the API ~50 MB more than 2 at a
@@ -43,25 +44,52 @@ class Submitter:
         self.check_slots = anyio.CapacityLimiter(CHECKS_AT_ONCE)  # routes pass it to to_thread
 
     def validate(
-        self, scene: Path, model: str, bands: str | None, stride: int | None, shown_as: str | None = None
+        self,
+        scene: Path,
+        model: str,
+        bands: str | None,
+        stride: int | None,
+        shown_as: str | None = None,
+        **inputs: float | None,
     ) -> str:
         """Check ``scene`` against ``model``; returns the model's package id. Errors name ``shown_as``."""
+        return self.check(scene, model, bands, stride, shown_as, **inputs)[0]
+
+    def check(
+        self,
+        scene: Path,
+        model: str,
+        bands: str | None,
+        stride: int | None,
+        shown_as: str | None = None,
+        **inputs: float | None,
+    ) -> tuple[str, dict[str, str]]:
+        """``validate``, plus the job fields of the input check (``workers.input_check``: fill values,
+        scale, normalisation statistics, early warnings); ``inputs`` are ``scale`` and ``nodata``. A scene
+        hopelessly outside the model's input range is refused here."""
+        vector = {k: inputs.pop(k, None) for k in VECTOR_FIELDS}
+        options = InputOptions(**inputs)
         if not _MODEL_NAME.fullmatch(model):
             raise UnknownModel(f"unknown model {model!r}: give a model name from GET /v1/models")
         pkg = self.load_model(model)
         card = pkg.card
         try:
-            with open_scene(
-                scene, card, bands, geotiff_only=True, max_pixels=self.settings.max_scene_pixels
+            with open_checked(
+                scene, card, bands, options, geotiff_only=True, max_pixels=self.settings.max_scene_pixels
             ) as s:
                 ChipGrid.for_model(s.width, s.height, card.patch_size, card.output_stride, stride)
                 for row in {s.height // 2, s.height - 1}:
                     s.read(Window(0, row, s.width, 1))
+                fields = job_fields(s)
         except InvalidScene as exc:
             if shown_as and str(scene) in exc.message:
                 raise type(exc)(exc.message.replace(str(scene), shown_as)) from None
             raise
-        return pkg.id
+        if shown_as:
+            fields["warnings"] = fields["warnings"].replace(str(scene), shown_as)
+        # Kept in the job record for the mosaicker (``Job.vector_params``).
+        fields.update({k: repr(float(v)) for k, v in vector.items() if v is not None})
+        return pkg.id, fields
 
     def load_model(self, model: str) -> package.ModelPackage:
         """A catalogue model; a broken package names the model, never the server's paths."""
@@ -89,8 +117,11 @@ class Submitter:
         bands: str | None,
         stride: int | None,
         batch: str = "",
+        **inputs: float | None,
     ) -> Job:
-        model_id = self.validate(staged.path, model, bands, stride, shown_as=staged.filename or "upload")
+        model_id, fields = self.check(
+            staged.path, model, bands, stride, shown_as=staged.filename or "upload", **inputs
+        )
         job_id = new_id()
         job_dir = self.store.job_dir(job_id)
         try:
@@ -104,18 +135,34 @@ class Submitter:
                 bands=bands,
                 stride=stride,
                 batch=batch,
+                extra=fields,
             )
         except BaseException:
             remove_job_files(job_dir)
             raise
 
     def submit_uri(
-        self, owner: str, uri: str, model: str, bands: str | None, stride: int | None, batch: str = ""
+        self,
+        owner: str,
+        uri: str,
+        model: str,
+        bands: str | None,
+        stride: int | None,
+        batch: str = "",
+        **inputs: float | None,
     ) -> Job:
         scene = self.resolve_uri(uri)
-        model_id = self.validate(scene, model, bands, stride)
+        model_id, fields = self.check(scene, model, bands, stride, **inputs)
         return self._record(
-            new_id(), owner, (model, model_id), scene, uploaded=False, bands=bands, stride=stride, batch=batch
+            new_id(),
+            owner,
+            (model, model_id),
+            scene,
+            uploaded=False,
+            bands=bands,
+            stride=stride,
+            batch=batch,
+            extra=fields,
         )
 
     def _record(
@@ -129,6 +176,7 @@ class Submitter:
         bands: str | None,
         stride: int | None,
         batch: str,
+        extra: dict[str, str] | None = None,
     ) -> Job:
         job = self.store.create(
             job_id,
@@ -140,6 +188,7 @@ class Submitter:
             stride=stride,
             backend=self.settings.backend,
             batch=batch,
+            extra=extra,
         )
         try:
             self.chip_stream.add({"job": job_id})

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from spikescan.errors import SpikescanError
+from workers.backends import backend_names  # the backend registry: one list of names everywhere
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -108,6 +109,39 @@ def _settings():  # type: ignore[no-untyped-def]
     return get_settings()
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
+def _input_arguments(p: argparse.ArgumentParser) -> None:
+    """``--scale`` and ``--nodata`` (workers/input_check.py): the ways out of an input warning or refusal."""
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        metavar="F",
+        help="multiply the pixels by F before the encoding (e.g. 0.0039: a 16-bit scene into an 8-bit model)",
+    )
+    p.add_argument(
+        "--nodata", type=float, default=None, metavar="V", help="declare V (on every band) as the fill value"
+    )
+
+
+def _vector_arguments(p: argparse.ArgumentParser) -> None:
+    """``--min-score`` and ``--nms-iou``: a detector's peak picking, overriding the card (docs/answers.md)."""
+    p.add_argument("--min-score", type=_fraction, default=None, metavar="S",
+                   help="detection models: lowest peak score that makes an object (default: the card's)")
+    p.add_argument("--nms-iou", type=_fraction, default=None, metavar="T",
+                   help="detection models: a box overlapping a better one above this IoU is dropped "
+                        "(default: the card's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikescan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -121,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stride", type=int, default=None, help="chip stride in model pixels (default: half a patch)"
     )
-    p.add_argument("--backend", default=None, choices=["emulator", "spinnaker", "nest"])
+    p.add_argument("--backend", default=None, choices=backend_names())
     p.add_argument("--bands", default=None, help="1-based scene bands in the model card's order, e.g. 4,3,2")
+    _input_arguments(p)
+    _vector_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_predict)
 
@@ -140,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe name (trees-rgb, landcover-landsat) or a recipe JSON file")
     p.add_argument("--out", default=None, help="package directory to write (default: a scratch directory)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--holdout", default=None, metavar="IMAGE[,IMAGE]",
+                   help="tree images to leave out of training and validation (a leave-one-site-out fold)")
     p.set_defaults(handler=_cmd_train)
     _service_parsers(sub)
     return parser
@@ -152,11 +190,13 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--stride", type=int, default=None, help="chip stride in model pixels (default: half a patch)"
     )
     p.add_argument("--write-card", action="store_true", help="record the figures in the model's card")
+    p.add_argument("--fold", action="append", metavar="IMAGE=PACKAGE_DIR",
+                   help="score this fold package on IMAGE (default: the package's folds/holdout-IMAGE/)")
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("crosscheck", help="agreement of the emulator with another backend on real patches")
     p.add_argument("--model", required=True)
-    p.add_argument("--backend", default="nest", choices=["nest", "spinnaker"])
+    p.add_argument("--backend", default="nest", choices=backend_names(layer_spikes=True))
     p.add_argument("--patches", type=int, default=200)
     p.add_argument(
         "--scene", default=None, help="scene to take patches from (default: the model's held-out scene)"
@@ -197,7 +237,7 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
     p = sub.add_parser("worker", help="a worker process against SPIKESCAN_REDIS_URL")
     p.add_argument("--role", default="all", choices=["chip", "infer", "mosaic", "all"])
-    p.add_argument("--backend", default=None, choices=["emulator", "spinnaker", "nest"])
+    p.add_argument("--backend", default=None, choices=backend_names())
     p.set_defaults(handler=_cmd_worker)
 
     p = sub.add_parser("submit", help="client: upload or batch-submit scenes, follow progress, get results")
@@ -207,6 +247,8 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--uri", action="store_true", help="SCENEs are server paths under its input roots")
     p.add_argument("--bands", default=None)
     p.add_argument("--stride", type=int, default=None)
+    _input_arguments(p)
+    _vector_arguments(p)
     p.add_argument("--wait", action="store_true", help="follow progress and download the results")
     p.add_argument("--out", default="spikescan-results", help="with --wait: results go to OUT/<job id>/")
     p.add_argument("--api-key", default=None, help="default: $SPIKESCAN_API_KEY")

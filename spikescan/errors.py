@@ -51,6 +51,12 @@ class ResolutionMismatch(InvalidScene):
     code = "resolution_mismatch"
 
 
+class InputOutOfRange(InvalidScene):
+    """Pixels far outside the model's training range (a 16-bit scene into an 8-bit model): rescale them."""
+
+    code = "out_of_range"
+
+
 class SceneTooLarge(InvalidScene):
     """A scene whose header claims more pixels than the configured limit (SPIKESCAN_MAX_SCENE_PIXELS)."""
 

@@ -45,14 +45,16 @@ def random_package(
     hidden: int = 8,
     npc: int = 4,
     thresholds: tuple[float, ...] = (64.0, 112.0, 160.0, 208.0),
+    task: str = "detection",
 ) -> package.ModelPackage:
-    """A model package with random integer weights, saved to ``directory`` and loaded back."""
+    """A model package with random integer weights, saved to ``directory`` and loaded back. A detector's
+    boxes are 4 output cells wide for every target class."""
     rng = np.random.default_rng(seed)
     levels = len(thresholds)
     card = ModelCard(
         name=directory.name,
         version="0.0.1",
-        task="detection",
+        task=task,  # type: ignore[arg-type]
         summary="random weights, for tests",
         classes=list(classes),
         colors=[[40 * i, 200 - 40 * i, 60, 255] for i in range(len(classes))],
@@ -71,7 +73,8 @@ def random_package(
             neurons_per_class=npc, owner=[i // npc for i in range(npc * len(classes))], beta=0.5
         ),
         fixed_point=FixedPoint(weight_step=0.125),
-        detection=Detection(box_scale=1.0, min_cells=1),
+        detection=Detection(sides_m=[4.0 * gsd_m * output_stride] * (len(classes) - 1), min_score=0.3)
+        if task == "detection" else Detection(),
         receptive_field_px=3 * output_stride,
     )
     # Biases centred on half the summed weights: with about half the inputs spiking, each neuron fires for
@@ -106,7 +109,7 @@ def rgb_model(tmp_path_factory: pytest.TempPathFactory) -> package.ModelPackage:
 
 @pytest.fixture(scope="session")
 def landsat_model(tmp_path_factory: pytest.TempPathFactory) -> package.ModelPackage:
-    """5 Landsat bands at 28.5 m (no resampling), patch 16, output stride 2, three classes."""
+    """5 Landsat bands at 28.5 m (no resampling), patch 16, output stride 2, three classes, segmentation."""
     return random_package(
         tmp_path_factory.mktemp("models") / "rand-landsat",
         bands=LANDSAT,
@@ -114,6 +117,7 @@ def landsat_model(tmp_path_factory: pytest.TempPathFactory) -> package.ModelPack
         patch=16,
         output_stride=2,
         classes=("other", "forest", "water"),
+        task="segmentation",
         seed=1,
         thresholds=(40.0, 70.0, 100.0, 130.0),
     )

@@ -15,6 +15,7 @@ place, so a reader sees a whole file or none. Only chips that Redis counts as do
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections import defaultdict
@@ -40,17 +41,24 @@ def _write_row(directory: Path, group: list[ChipResult]) -> Path:
     group = sorted(group, key=lambda r: r.chip.col)
     name = hashlib.sha256(",".join(r.chip.id for r in group).encode()).hexdigest()[:24]
     target = directory / f"{name}.npz"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:  # the row's directory exists after its first batch: no mkdir syscall for every later one
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
+        # Built in memory and written in one call: numpy writing the archive to the file itself costs a dozen
+        # small writes and seeks, which on a busy volume take longer than building the archive.
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
+            scores=np.stack([r.scores for r in group]).astype(np.float32, copy=False),
+            cell_valid=np.stack([r.cell_valid for r in group]),
+            spikes=np.array([r.spikes for r in group], np.int64),
+        )
         with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
-                scores=np.stack([r.scores for r in group]).astype(np.float32, copy=False),
-                cell_valid=np.stack([r.cell_valid for r in group]),
-                spikes=np.array([r.spikes for r in group], np.int64),
-            )
+            fh.write(buf.getbuffer())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -58,13 +66,19 @@ def _write_row(directory: Path, group: list[ChipResult]) -> Path:
     return target
 
 
-def load_row(chip_dir: Path, row: int, done: set[str]) -> list[ChipResult]:
-    """Stored results of chip row ``row`` that are counted done, each chip once, in column order."""
+def load_row(
+    chip_dir: Path, row: int, done: set[str] | None = None, skip: set[str] | frozenset[str] = frozenset()
+) -> list[ChipResult]:
+    """Stored results of chip row ``row``, each chip once, in column order: those in ``done`` (the chips
+    counted done), or — ``done`` None, for a row whose every chip is counted done or failed — all but those
+    in ``skip`` (the failed ones)."""
     found: dict[str, ChipResult] = {}
     directory = chip_dir / f"r{row}"
     for path in sorted(directory.glob("*.npz")) if directory.is_dir() else []:
         try:
-            z = read_npz(path)  # thread-safe: the API reads chip results from several request threads
+            # One read of the whole file (then parsed in memory); thread-safe: the API reads chip results from
+            # several request threads.
+            z = read_npz(io.BytesIO(path.read_bytes()))
             chips, scores, valid, spikes = z["chip"], z["scores"], z["cell_valid"], z["spikes"]
         except FileNotFoundError:
             # Removed under us (the job finished or was deleted while a preview tile read it). The mosaicker
@@ -72,6 +86,6 @@ def load_row(chip_dir: Path, row: int, done: set[str]) -> list[ChipResult]:
             continue
         for i, (r, c, x, y, size) in enumerate(chips.tolist()):
             chip = Chip(r, c, x, y, size)
-            if chip.id in done and chip.id not in found:
+            if (chip.id in done if done is not None else chip.id not in skip) and chip.id not in found:
                 found[chip.id] = ChipResult(chip, scores[i], valid[i], int(spikes[i]))
     return sorted(found.values(), key=lambda res: res.chip.col)

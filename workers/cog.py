@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +104,20 @@ class LayerWriter:
             raise write_failed(self.out_dir, exc) from None
 
     def finish(self) -> dict[str, Path]:
-        """Close the temporaries, translate them to COGs, and return {"scores": path, "classes": path}."""
-        paths = {}
-        for name, ds, resampling in (("scores", self._scores, "AVERAGE"), ("classes", self._classes, "MODE")):
-            tmp = Path(ds.name)
+        """Close the temporaries, translate them to COGs, and return {"scores": path, "classes": path}.
+
+        The two translations run side by side on two threads: GDAL releases the GIL while it reads, builds
+        overviews and compresses, so on a machine with two cores they take the time of the larger one."""
+        layers = (("scores", self._scores, "AVERAGE"), ("classes", self._classes, "MODE"))
+        for _name, ds, _resampling in layers:
             ds.close()
-            paths[name] = self.out_dir / f"{name}.tif"
-            to_cog(tmp, paths[name], resampling)
-            tmp.unlink()
+        paths = {name: self.out_dir / f"{name}.tif" for name, _ds, _resampling in layers}
+        with ThreadPoolExecutor(len(layers), thread_name_prefix="cog") as pool:
+            done = [pool.submit(to_cog, Path(ds.name), paths[name], how) for name, ds, how in layers]
+        for future in done:
+            future.result()  # the first failure, once both have stopped
+        for _name, ds, _resampling in layers:
+            Path(ds.name).unlink()
         return paths
 
     def abort(self) -> None:

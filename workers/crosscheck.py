@@ -20,7 +20,7 @@ from models.network import layer_shapes
 from models.package import ModelPackage
 from spikescan import data
 from spikescan.errors import InvalidInput
-from workers.backends import get_backend
+from workers.backends import REGISTRY, get_backend
 from workers.chips import ChipGrid
 from workers.scene import open_scene
 
@@ -65,12 +65,13 @@ def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.nd
 def crosscheck(
     pkg: ModelPackage, backend_name: str, count: int, scene: Path | None = None
 ) -> dict[str, object]:
+    spec = REGISTRY.get(backend_name)  # an unknown name gets get_backend's message below
+    if spec is not None and not spec.layer_spikes:
+        raise InvalidInput(f"backend {backend_name!r} cannot report per-layer spikes")
     pixels, valid = real_patches(pkg, scene or default_scene(pkg), count)
     reference = Emulator(pkg).run(pixels, valid, keep_layers=True)
     started = time.perf_counter()
     with get_backend(backend_name, pkg) as backend:
-        if not hasattr(backend, "layer_spikes"):
-            raise InvalidInput(f"backend {backend_name!r} cannot report per-layer spikes")
         other = backend.layer_spikes(pixels, valid)
         result = backend.decode(other)
     seconds = time.perf_counter() - started

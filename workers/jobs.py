@@ -22,8 +22,9 @@ from pathlib import Path
 
 import redis
 
+from models.tasks import VectorParams
 from spikescan.errors import NotFound
-from workers.queue import PREFIX
+from workers.queue import PREFIX, WorkStream
 
 STATES = ("queued", "chipping", "running", "mosaicking", "done", "failed", "cancelled")
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -65,30 +66,100 @@ redis.call('HSET', KEYS[1], 'chips_total', total)
 return total
 """
 
-# KEYS: job hash, chip set to add to, queued set, done set, failed set. ARGV: counter field, now, chip ids...
-# Returns {chips counted now, complete (0/1)}; complete is 1 for exactly one caller per job.
-_RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
-local counted = 0
-for i = 3, #ARGV do
-  local chip = ARGV[i]
-  if redis.call('SISMEMBER', KEYS[4], chip) == 0 and redis.call('SISMEMBER', KEYS[5], chip) == 0 then
-    counted = counted + redis.call('SADD', KEYS[2], chip)
+# KEYS: job hash, chip set to add to, queued set, done set, failed set, per-row counts (hash: q<row> queued,
+# d<row> done, x<row> failed). ARGV: counter field, now, ...,
+# then the chip ids from ARGV[first] on. Returns {chips counted now, complete (0/1)}; complete is 1 for
+# exactly one caller per job.
+_RECORD_FN = """
+local function record(first)
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+  local counted = 0
+  local prefix = (ARGV[1] == 'chips_done') and 'd' or 'x'
+  local by_row = {}
+  for i = first, #ARGV do
+    local chip = ARGV[i]
+    if redis.call('SISMEMBER', KEYS[4], chip) == 0 and redis.call('SISMEMBER', KEYS[5], chip) == 0 then
+      local added = redis.call('SADD', KEYS[2], chip)
+      counted = counted + added
+      local row = string.match(chip, '^r(%d+)c')
+      if added == 1 and row then by_row[row] = (by_row[row] or 0) + 1 end
+    end
   end
-end
-if counted > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], counted)
-  redis.call('HSETNX', KEYS[1], 'first_chip', ARGV[2])
-  redis.call('HSET', KEYS[1], 'last_chip', ARGV[2])
-end
-local complete = 0
-if redis.call('HGET', KEYS[1], 'chipped') == '1' and redis.call('HGET', KEYS[1], 'status') == 'running' then
-  local finished = redis.call('SCARD', KEYS[4]) + redis.call('SCARD', KEYS[5])
-  if finished >= redis.call('SCARD', KEYS[3]) then
-    complete = redis.call('HSETNX', KEYS[1], 'mosaic_queued', '1')
+  for row, n in pairs(by_row) do redis.call('HINCRBY', KEYS[6], prefix .. row, n) end
+  if counted > 0 then
+    redis.call('HINCRBY', KEYS[1], ARGV[1], counted)
+    redis.call('HSETNX', KEYS[1], 'first_chip', ARGV[2])
+    redis.call('HSET', KEYS[1], 'last_chip', ARGV[2])
   end
+  local complete = 0
+  if redis.call('HGET', KEYS[1], 'chipped') == '1' and redis.call('HGET', KEYS[1], 'status') == 'running' then
+    local finished = redis.call('SCARD', KEYS[4]) + redis.call('SCARD', KEYS[5])
+    if finished >= redis.call('SCARD', KEYS[3]) then
+      complete = redis.call('HSETNX', KEYS[1], 'mosaic_queued', '1')
+      -- A mosaic already streaming since chipping began (``stream_mosaic``) must not be queued twice.
+      if redis.call('HGET', KEYS[1], 'mosaic_streaming') == '1' then complete = 0 end
+    end
+  end
+  return {counted, complete}
 end
-return {counted, complete}
+"""
+_RECORD = _RECORD_FN + "return record(3)"
+
+# The inference worker's last step for a batch, in one round trip and atomically: count the chips done (as
+# _RECORD), ack and delete their work-stream entries, and queue the job's mosaic if this completed it.
+# KEYS: as _RECORD, then the work stream, the mosaic stream. ARGV: counter field, now, group, job id, n, the n
+# entry ids, then the chip ids. Returns what _RECORD returns, or {-1, 0} (nothing counted, the entries acked)
+# if the job is gone or finished (deleted or cancelled while the batch was computed).
+_RECORD_ACK = _RECORD_FN + """
+local n = tonumber(ARGV[5])
+local status = redis.call('HGET', KEYS[1], 'status')
+local result = {-1, 0}
+if status and status ~= 'done' and status ~= 'failed' and status ~= 'cancelled' then
+  result = record(6 + n)
+end
+if n > 0 then
+  redis.call('XACK', KEYS[7], ARGV[3], unpack(ARGV, 6, 5 + n))
+  redis.call('XDEL', KEYS[7], unpack(ARGV, 6, 5 + n))
+end
+if result[2] == 1 then redis.call('XADD', KEYS[8], '*', 'job', ARGV[4]) end
+return result
+"""
+
+# The chipper's step, in one round trip: count chips as queued and queue them for inference, one stream entry
+# per batch of chips (a chip queued before, by a chipper that died, is not queued again), and record how many
+# chip rows are wholly queued. KEYS: job hash, queued set, work stream, per-row counts. ARGV: job id, field
+# name, chipped rows, then one entry's field value each: "row,col,x,y,size;row,col,x,y,size;...". Returns the
+# queued count so far, or -1 (nothing queued) if the job is gone or finished.
+_QUEUE_CHIPS = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'done' or status == 'failed' or status == 'cancelled' then return -1 end
+local by_row = {}
+for i = 4, #ARGV do
+  local fresh = 0
+  for row, col in string.gmatch(ARGV[i], '(%d+),(%d+),%d+,%d+,%d+') do
+    if redis.call('SADD', KEYS[2], 'r' .. row .. 'c' .. col) == 1 then
+      fresh = fresh + 1
+      by_row[row] = (by_row[row] or 0) + 1
+    end
+  end
+  if fresh > 0 then redis.call('XADD', KEYS[3], '*', 'job', ARGV[1], ARGV[2], ARGV[i]) end
+end
+for row, n in pairs(by_row) do redis.call('HINCRBY', KEYS[4], 'q' .. row, n) end
+if tonumber(redis.call('HGET', KEYS[1], 'chipped_rows') or '0') < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'chipped_rows', ARGV[3])
+end
+local total = redis.call('SCARD', KEYS[2])
+redis.call('HSET', KEYS[1], 'chips_total', total)
+return total
+"""
+
+# Queue a job's mosaic when its chipping begins, exactly once: the mosaicker then follows the job row by row
+# while its chips are inferred. KEYS: job hash, mosaic stream. ARGV: job id. Returns 1 if queued now.
+_STREAM_MOSAIC = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'mosaic_streaming', '1') == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+return 1
 """
 
 
@@ -123,6 +194,20 @@ class Job:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def vector_params(self) -> VectorParams:
+        """The submission's overrides of the card's detection settings (kept as extra fields)."""
+        def number(key: str) -> float | None:
+            value = self.extra.get(key)
+            return float(value) if value else None
+
+        return VectorParams(min_score=number("min_score"), nms_iou=number("nms_iou"))
+
+    def warnings(self) -> list[dict[str, object]]:
+        """Warnings about the input (``workers.input_check``): from a sample at submission, from every pixel
+        once chipped."""
+        raw = self.extra.get("warnings")
+        return list(json.loads(raw)) if raw else []
+
     def rate(self, now: float | None = None) -> float | None:
         """Chips per second from the start of chipping to the last chip (to now while chips are running);
         None before the first chip is done."""
@@ -139,6 +224,32 @@ class Job:
         if not self.chipped or rate is None:
             return None
         return max(0, self.chips_total - self.chips_done - self.chips_failed) / rate
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What ``JobStore.peek`` reads: the status, and the backend the inference workers recorded."""
+
+    status: str
+    backend: str
+    copies: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Chips of one chip row: queued by the chipper, counted done, counted failed."""
+
+    queued: int
+    done: int
+    failed: int
+
+    @property
+    def finished(self) -> bool:
+        return self.done + self.failed >= self.queued
 
 
 _INT = ("chips_total", "chips_done", "chips_failed", "chips_skipped")
@@ -172,6 +283,9 @@ class JobStore:
         self._record = client.register_script(_RECORD)
         self._annotate = client.register_script(_ANNOTATE)
         self._queue = client.register_script(_QUEUE)
+        self._queue_chips = client.register_script(_QUEUE_CHIPS)
+        self._record_ack = client.register_script(_RECORD_ACK)
+        self._stream_mosaic = client.register_script(_STREAM_MOSAIC)
 
     # --- keys and files -----------------------------------------------------------------------------------
     @staticmethod
@@ -201,7 +315,10 @@ class JobStore:
         stride: int | None = None,
         backend: str = "",
         batch: str = "",
+        extra: dict[str, str] | None = None,
     ) -> Job:
+        """Record a queued job; ``extra`` fields (e.g. ``workers.input_check.job_fields``) are kept as they
+        are, in ``Job.extra``."""
         now = time.time()
         record = {
             "id": job_id,
@@ -217,6 +334,7 @@ class JobStore:
             "stride": stride or "",
             "backend": backend,
             "batch": batch,
+            **(extra or {}),
         }
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.key(job_id), mapping=record)
@@ -234,6 +352,13 @@ class JobStore:
     def find(self, job_id: str) -> Job | None:
         raw = self.client.hgetall(self.key(job_id))
         return _decode(raw) if b"id" in raw else None
+
+    def peek(self, job_id: str) -> JobState | None:
+        """The few fields an inference worker checks on every batch (one HMGET, not the whole record)."""
+        status, backend, copies = self.client.hmget(self.key(job_id), "status", "backend", "copies")
+        if status is None:
+            return None
+        return JobState(status.decode(), (backend or b"").decode(), (copies or b"").decode())
 
     def ids_of(self, owner: str) -> list[str]:
         return sorted(x.decode() for x in self.client.smembers(f"{PREFIX}:owner:{owner}"))
@@ -282,6 +407,39 @@ class JobStore:
             return self.client.exists(self.key(job_id)) == 1
         return int(self._queue(keys=[self.key(job_id), self.key(job_id, "queued")], args=chip_ids)) >= 0
 
+    def queue_chips(
+        self, job_id: str, entries: list[str], chipped_rows: int, stream_key: str, field: str
+    ) -> bool:
+        """Count the chips of ``entries`` (stream field values, ``row,col,x,y,size`` joined by ``;``) as
+        queued and add one stream entry each, atomically — counted as queued before inference can see them,
+        so totals never run behind "done" — and record that the first ``chipped_rows`` chip rows are wholly
+        queued (what a streaming mosaicker waits for). False (nothing queued) if the job was deleted or has
+        finished (cancelled) meanwhile."""
+        keys = [self.key(job_id), self.key(job_id, "queued"), stream_key, self.key(job_id, "rows")]
+        return int(self._queue_chips(keys=keys, args=[job_id, field, chipped_rows, *entries])) >= 0
+
+    def stream_mosaic(self, job_id: str, mosaic_key: str) -> bool:
+        """Queue the job's mosaic now, while it is chipped, exactly once (True if this call queued it)."""
+        return bool(self._stream_mosaic(keys=[self.key(job_id), mosaic_key], args=[job_id]))
+
+    def row_progress(self, job_id: str, first: int, n: int) -> tuple[JobState | None, int, list[RowCounts]]:
+        """For a streaming mosaicker: the job's state, how many chip rows are chipped, and (queued, done,
+        failed) chip counts of rows ``first .. first + n - 1`` — one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.key(job_id), "status", "backend", "copies", "chipped_rows")
+        names = [f"{p}{row}" for row in range(first, first + n) for p in "qdx"]
+        pipe.hmget(self.key(job_id, "rows"), names)
+        (status, backend, copies, chipped), counts = pipe.execute()
+        if status is None:
+            return None, 0, []
+        state = JobState(status.decode(), (backend or b"").decode(), (copies or b"").decode())
+        values = [int(v or 0) for v in counts]
+        rows = [RowCounts(*values[i : i + 3]) for i in range(0, len(values), 3)]
+        return state, int(chipped or 0), rows
+
+    def failed_chips(self, job_id: str) -> set[str]:
+        return {x.decode() for x in self.client.smembers(self.key(job_id, "failed"))}
+
     def finish_chipping(self, job_id: str, skipped: int) -> bool:
         """Mark chipping complete; True if every chip was already finished (the caller queues the mosaic)."""
         if not self.annotate(job_id, chipped=1, chips_skipped=skipped) or not self.move(job_id, "running"):
@@ -292,6 +450,19 @@ class JobStore:
         """(chips counted now, job complete now). Idempotent: a chip already done or failed is not counted
         again, so a redelivered chip never counts twice."""
         return self._count(job_id, chip_ids, "done")
+
+    def chips_done_and_ack(
+        self, job_id: str, chip_ids: list[str], entries: list[str], stream: WorkStream, mosaic: WorkStream
+    ) -> tuple[int, bool]:
+        """``chips_done``, then ack ``entries`` of ``stream`` and, if this completed the job, queue its mosaic
+        on ``mosaic`` — one atomic script, one round trip. A crash before it loses nothing (the entries are
+        redelivered and count nothing twice); after it, nothing is left to do. Counted is -1 (nothing counted,
+        the entries acked all the same) if the job was deleted or finished meanwhile."""
+        keys = [self.key(job_id, p) for p in ("", "done", "queued", "done", "failed", "rows")]
+        keys += [stream.key, mosaic.key]
+        args = ["chips_done", time.time(), stream.group, job_id, len(entries), *entries, *chip_ids]
+        counted, complete = self._record_ack(keys=keys, args=args)
+        return int(counted), bool(complete)
 
     def chip_done(self, job_id: str, chip_id: str) -> tuple[bool, bool]:
         counted, complete = self._count(job_id, [chip_id], "done")
@@ -304,7 +475,7 @@ class JobStore:
         return bool(counted), complete
 
     def _count(self, job_id: str, chip_ids: list[str], which: str) -> tuple[int, bool]:
-        keys = [self.key(job_id, p) for p in ("", which, "queued", "done", "failed")]
+        keys = [self.key(job_id, p) for p in ("", which, "queued", "done", "failed", "rows")]
         counted, complete = self._record(keys=keys, args=[f"chips_{which}", time.time(), *chip_ids])
         return int(counted), bool(complete)
 
@@ -315,7 +486,7 @@ class JobStore:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.key(job_id, "failures")).items()}
 
     def delete(self, job: Job) -> None:
-        parts = ("", "queued", "done", "failed", "failures")
+        parts = ("", "queued", "done", "failed", "failures", "rows")
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(*(self.key(job.id, p) for p in parts))
         pipe.zrem(f"{PREFIX}:jobs", job.id)

@@ -19,6 +19,8 @@ contributed; ``disagreement`` is the weighted variance of the chips' score vecto
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,6 +56,55 @@ class Strip:
 
 class StripSink(Protocol):
     def write_strip(self, strip: Strip) -> None: ...
+
+
+class WriteBehind:
+    """Hands strips to ``sink`` on a background thread, at most ``depth`` strips behind.
+
+    GDAL's writes, the peak picking and the GeoJSON encoding then overlap the next rows' reading and
+    inference (GDAL and numpy release the GIL). Strips are fresh arrays, so nothing is shared. A failure in
+    the sink is raised by the next ``write_strip`` or by ``close``; ``close`` waits for the queue to drain."""
+
+    def __init__(self, sink: StripSink, depth: int = 2) -> None:
+        self.sink = sink
+        self._queue: queue.Queue[Strip | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="write-behind", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (strip := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.sink.write_strip(strip)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+                    self._error = exc
+
+    def write_strip(self, strip: Strip) -> None:
+        self._raise()
+        self._queue.put(strip)
+
+    def close(self) -> None:
+        """Wait until every strip is written; raise the sink's failure if there was one."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+class StripTee:
+    """One mosaic, several consumers: the rasters and the vector layer see every strip in turn."""
+
+    def __init__(self, *sinks: StripSink) -> None:
+        self.sinks = sinks
+
+    def write_strip(self, strip: Strip) -> None:
+        for sink in self.sinks:
+            sink.write_strip(strip)
 
 
 def blend_weights(cells: int) -> np.ndarray:

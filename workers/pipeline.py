@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,17 @@ from affine import Affine
 
 from models import package as model_package
 from models.package import ModelPackage
+from models.tasks import Footprint, VectorParams, for_card
 from spikescan.config import Settings, get_settings
-from workers import detections, report, stac
+from workers import input_check, report, stac
 from workers.backends import Backend, BatchResult, get_backend
 from workers.batching import RowBatcher
 from workers.chips import ChipGrid, cell_validity
 from workers.cog import LayerWriter
-from workers.mosaic import ChipResult, Mosaicker
+from workers.mosaic import ChipResult, Mosaicker, StripTee, WriteBehind
 from workers.progress import Progress, ProgressCallback
-from workers.scene import ChipBatch, Scene, open_scene
+from workers.scene import ChipBatch, Scene
+from workers.vectors import VectorWriter
 
 # GDAL's block cache defaults to 5 % of RAM and fills up on big scenes; a small fixed cap keeps peak memory
 # independent of the scene's size (tiles evicted early are decompressed again: a little time for flat memory).
@@ -68,6 +70,38 @@ def output_transform(scene: Scene, grid: ChipGrid) -> Affine:
     return scene.transform * Affine.scale(grid.output_stride)
 
 
+class OutputWriters:
+    """The mosaic's sinks for one job: the COGs (``LayerWriter``) and the vector layer (``VectorWriter``),
+    fed the same strips; used alike by ``spikescan predict`` and the service's mosaicker."""
+
+    def __init__(self, out: Path, pkg: ModelPackage, scene: Scene, grid: ChipGrid,
+                 params: VectorParams | None = None) -> None:
+        transform = output_transform(scene, grid)
+        self.layers = LayerWriter(out, grid.out_width, grid.out_height, transform, scene.crs,
+                                  pkg.card.classes, pkg.card.colors)
+        footprint = Footprint(scene.width / grid.output_stride, scene.height / grid.output_stride,
+                              pkg.card.gsd_m * grid.output_stride)
+        try:
+            self.vectors = VectorWriter(out / "detections.geojson", for_card(pkg.card), footprint, transform,
+                                        scene.crs, pkg.id, params)
+        except BaseException:
+            self.layers.abort()
+            raise
+        self.sink = StripTee(self.layers, self.vectors)
+
+    def finish(self, watch: report.Stopwatch) -> int:
+        """COGs and the vector layer completed; the number of features written."""
+        with watch.stage("vectors"):
+            n = self.vectors.finish()
+        with watch.stage("cog"):
+            self.layers.finish()
+        return n
+
+    def abort(self) -> None:
+        self.layers.abort()
+        self.vectors.abort()
+
+
 def run(
     scene_path: str | Path,
     model: str | Path | ModelPackage,
@@ -79,9 +113,14 @@ def run(
     settings: Settings | None = None,
     quiet: bool = True,
     on_progress: ProgressCallback | None = None,
+    vector_params: VectorParams | None = None,
+    inputs: input_check.InputOptions | None = None,
 ) -> dict[str, Any]:
     """Scan one scene and write classes.tif, scores.tif, detections.geojson, item.json, report.json.
 
+    ``inputs`` carries the user's ``--scale`` and ``--nodata`` (``workers.input_check``).
+
+    ``vector_params`` overrides the card's detection settings (``--min-score``, ``--nms-iou``).
     Returns the report (also written to ``out_dir/report.json``).
     """
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
@@ -94,6 +133,8 @@ def run(
             bands,
             settings or get_settings(),
             Progress.factory(quiet, on_progress),
+            vector_params,
+            inputs,
         )
 
 
@@ -106,42 +147,58 @@ def _run(
     bands: str | Sequence[int] | None,
     settings: Settings,
     make_progress: Callable[[int], Progress],
+    vector_params: VectorParams | None = None,
+    inputs: input_check.InputOptions | None = None,
 ) -> dict[str, Any]:
     watch = report.Stopwatch()
     pkg = model if isinstance(model, ModelPackage) else model_package.load(model, settings.models_dir)
-    with (
-        open_scene(scene_path, pkg.card, bands, max_pixels=settings.max_scene_pixels) as scene,
-        get_backend(backend, pkg, settings) as engine,
-    ):
+    # The backend loads (its int8 graph built, compiled) on a thread while the scene is opened and checked:
+    # both are fixed costs of every job, and both mostly release the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="backend-load") as loader:
+        loading = loader.submit(get_backend, backend, pkg, settings)
+        try:
+            scene = input_check.open_checked(
+                scene_path, pkg.card, bands, inputs, max_pixels=settings.max_scene_pixels
+            )
+        except BaseException:
+            _discard(loading)
+            raise
+    with scene, loading.result() as engine:
         grid = ChipGrid.for_model(
             scene.width, scene.height, pkg.card.patch_size, pkg.card.output_stride, stride
         )
-        writer = LayerWriter(
-            out,
-            grid.out_width,
-            grid.out_height,
-            output_transform(scene, grid),
-            scene.crs,
-            pkg.card.classes,
-            pkg.card.colors,
-        )
+        writers = OutputWriters(out, pkg, scene, grid, vector_params)
+        behind = WriteBehind(writers.sink)
         try:
             counters = _scan(
                 scene,
                 grid,
                 engine,
-                Mosaicker(grid, len(pkg.card.classes), writer),
+                Mosaicker(grid, len(pkg.card.classes), behind),
                 watch,
                 settings.batch_size,
                 make_progress(grid.n_chips),
             )
-            with watch.stage("cog"):
-                writer.finish()
+            with watch.stage("mosaic"):  # the strips still being written behind
+                behind.close()
+            counters.detections = writers.finish(watch)
         except BaseException:
-            writer.abort()
+            try:
+                behind.close()
+            finally:
+                writers.abort()
             raise
         context = {"scene": scene, "grid": grid, "engine": engine, "counters": counters}
         return finish_outputs(out, pkg, watch, **context)
+
+
+def _discard(loading: Future[Backend]) -> None:
+    """Close a backend whose job failed before it was used (if it loaded at all)."""
+    try:
+        engine = loading.result()
+    except Exception:  # noqa: BLE001 - the job's own error is the one to report
+        return
+    engine.close()
 
 
 def _scan(
@@ -196,11 +253,8 @@ def finish_outputs(
     engine: Backend,
     counters: report.Counters,
 ) -> dict[str, Any]:
-    """Detections, item.json and report.json from the finished rasters in ``out``."""
-    with watch.stage("detections"):
-        n_det = detections.write_geojson(
-            out / "detections.geojson", out / "classes.tif", out / "scores.tif", pkg.card, pkg.id
-        )
+    """item.json and report.json for the finished rasters and vector layer in ``out``."""
+    n_det = counters.detections
     resampling = scene.resampled.note() if scene.resampled else None
     outputs = {name: str(out / href) for name, (href, *_rest) in stac.ASSETS.items()} | {
         "item": str(out / "item.json")
@@ -218,6 +272,8 @@ def finish_outputs(
         resampling=resampling,
         detections=n_det,
         outputs=outputs,
+        inputs=input_check.report_inputs(scene),
+        warnings=input_check.warnings(scene),
     )
     props = {
         "spikescan:model": rep["model"],
@@ -257,6 +313,10 @@ def main(args: argparse.Namespace) -> int:
         backend=args.backend,
         bands=args.bands,
         quiet=args.quiet,
+        vector_params=VectorParams(min_score=args.min_score, nms_iou=args.nms_iou),
+        inputs=input_check.InputOptions(scale=args.scale, nodata=args.nodata),
     )
+    for warning in rep["warnings"]:
+        print(f"spikescan: warning: {warning['message']}", file=sys.stderr)
     print(report.summary(rep, out.resolve()), file=sys.stdout)
     return 0

@@ -4,8 +4,10 @@ The guarantees the roles build on:
 
 * An entry stays *pending* (owned by the consumer that read it) until ``ack``; a worker acks only after it
   has stored the entry's results, so a crash never loses work.
-* A pending entry idle for longer than ``claim_timeout_s`` (its consumer died or hung) is taken over by the
-  next ``take`` of any consumer, via XAUTOCLAIM. Reclaim bumps the entry's delivery count.
+* A pending entry idle for longer than ``claim_timeout_s`` (its consumer died or hung) is taken over by a
+  ``take`` of any consumer, via XAUTOCLAIM, within ``claim_timeout_s / 4`` (at most 1 s) of becoming idle
+  that long: a consumer looks for such entries at most that often, not on every take, which saves a round
+  trip per batch. Reclaim bumps the entry's delivery count.
 * ``retry`` hands a failed entry back at once (XCLAIM ... IDLE marks it as long idle, JUSTID keeps the count).
 * An entry delivered more than ``max_attempts`` times, or failing on its last attempt, is moved to the
   dead-letter list ``<stream>:dead`` (JSON records) and acked; the caller is told so it can report it.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -47,14 +49,26 @@ def stream_key(name: str) -> str:
 class WorkStream:
     """One stream and its single consumer group; every worker of a role is a consumer in that group."""
 
-    def __init__(self, client: redis.Redis, name: str, claim_timeout_s: float, max_attempts: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str,
+        claim_timeout_s: float,
+        max_attempts: int,
+        split: Callable[[dict[str, str]], list[dict[str, str]]] | None = None,
+    ) -> None:
         self.client = client
+        # An entry that stands for several items (the infer stream's batches of chips) is dead-lettered as one
+        # record per item: ``split`` says how to divide its fields.
+        self.split = split
         self.name = name
         self.key = stream_key(name)
         self.group = name
         self.dead_key = f"{self.key}:dead"
         self.claim_timeout_ms = max(1, int(claim_timeout_s * 1000))
         self.max_attempts = max_attempts
+        self._reclaim_every_s = min(1.0, claim_timeout_s / 4)
+        self._next_reclaim = 0.0  # time.monotonic() of the next XAUTOCLAIM
         self._ensure_group()
 
     def _ensure_group(self) -> None:
@@ -85,7 +99,7 @@ class WorkStream:
         returned: a chip that keeps killing its worker must not kill every worker in turn.
         """
         try:
-            reclaimed = self._reclaim(consumer, count)
+            reclaimed = self._reclaim(consumer, count) if time.monotonic() >= self._next_reclaim else []
             new = []
             if len(reclaimed) < count:
                 new = self._read_new(consumer, count - len(reclaimed), block_ms if not reclaimed else 0)
@@ -114,6 +128,8 @@ class WorkStream:
             self.key, self.group, consumer, self.claim_timeout_ms, "0-0", count=count
         )
         messages = reply[1] if len(reply) > 1 else []
+        # A full answer may have left more behind: look again on the next take; otherwise not for a while.
+        self._next_reclaim = 0.0 if len(messages) >= count else time.monotonic() + self._reclaim_every_s
         # Redis 6.2 returns nil entries for pending ids whose entry was deleted; nothing to do for those.
         return [(_text(i), _fields(f)) for i, f in messages if i is not None and f]
 
@@ -145,13 +161,17 @@ class WorkStream:
             pipe.xdel(self.key, *ids)
             pipe.execute()
 
-    def retry(self, delivery: Delivery, consumer: str, reason: str) -> DeadLetter | None:
-        """A failed attempt: dead-letter it if that was the last allowed one, else hand it back at once."""
+    def retry(
+        self, delivery: Delivery, consumer: str, reason: str, parts: list[dict[str, str]] | None = None
+    ) -> DeadLetter | None:
+        """A failed attempt: dead-letter it if that was the last allowed one, else hand it back at once.
+        ``parts``: the dead-letter records to write instead of ``split``'s (e.g. only the failed items)."""
         if delivery.attempts >= self.max_attempts:
-            return self._bury(delivery, f"failed {delivery.attempts} times; last error: {reason}")
+            return self._bury(delivery, f"failed {delivery.attempts} times; last error: {reason}", parts)
         self.client.xclaim(
             self.key, self.group, consumer, 0, [delivery.id], idle=self.claim_timeout_ms, justid=True
         )
+        self._next_reclaim = 0.0  # handed back to be taken again at once
         return None
 
     def touch(self, delivery: Delivery, consumer: str) -> None:
@@ -159,17 +179,35 @@ class WorkStream:
         reclaimed from a worker that is alive and still busy with it."""
         self.client.xclaim(self.key, self.group, consumer, 0, [delivery.id], justid=True)
 
-    def _bury(self, delivery: Delivery, reason: str) -> DeadLetter:
-        record = {
-            "stream": self.name,
-            "id": delivery.id,
-            "fields": delivery.fields,
-            "attempts": delivery.attempts,
-            "reason": reason,
-            "time": time.time(),
-        }
+    def heartbeat(self, delivery: Delivery, consumer: str) -> Callable[[], None]:
+        """A ``touch`` to call as often as convenient (e.g. once per chip row): it reaches Redis at most every
+        ``claim_timeout_s / 4``, which keeps the task well inside its claim timeout without a round trip per
+        call."""
+        every_s = self.claim_timeout_ms / 4000
+        due = time.monotonic() + every_s
+
+        def beat() -> None:
+            nonlocal due
+            if time.monotonic() >= due:
+                self.touch(delivery, consumer)
+                due = time.monotonic() + every_s
+
+        return beat
+
+    def _bury(
+        self, delivery: Delivery, reason: str, parts: list[dict[str, str]] | None = None
+    ) -> DeadLetter:
+        if parts is None:
+            parts = self.split(delivery.fields) if self.split else [delivery.fields]
+        now = time.time()
+        records = [
+            {"stream": self.name, "id": delivery.id, "fields": fields, "attempts": delivery.attempts,
+             "reason": reason, "time": now}
+            for fields in parts
+        ]
         pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.dead_key, json.dumps(record))
+        if records:
+            pipe.rpush(self.dead_key, *(json.dumps(r) for r in records))
         pipe.xack(self.key, self.group, delivery.id)
         pipe.xdel(self.key, delivery.id)
         pipe.execute()
@@ -220,8 +258,18 @@ class Streams:
     @classmethod
     def open(cls, client: redis.Redis, claim_timeout_s: float, max_attempts: int) -> Streams:
         return cls(
-            *(WorkStream(client, name, claim_timeout_s, max_attempts) for name in ("chip", "infer", "mosaic"))
+            WorkStream(client, "chip", claim_timeout_s, max_attempts),
+            WorkStream(client, "infer", claim_timeout_s, max_attempts, split=split_chips),
+            WorkStream(client, "mosaic", claim_timeout_s, max_attempts),
         )
 
     def all(self) -> list[WorkStream]:
         return [self.chip, self.infer, self.mosaic]
+
+
+def split_chips(fields: dict[str, str]) -> list[dict[str, str]]:
+    """An ``infer`` entry (a batch of chips, ``chips`` = ``row,col,x,y,size`` joined by ``;``) as one
+    record per chip, each with the fields of a one-chip entry."""
+    if "chips" not in fields:
+        return [fields]
+    return [{**fields, "chips": chip} for chip in fields["chips"].split(";")]

@@ -41,6 +41,7 @@ class Counters:
     chips_skipped: int = 0
     chips_processed: int = 0
     spikes: int = 0
+    detections: int = 0  # features in detections.geojson (boxes or regions)
 
 
 def build_report(
@@ -57,7 +58,12 @@ def build_report(
     resampling: str | None,
     detections: int,
     outputs: dict[str, str],
+    inputs: dict[str, Any] | None = None,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """report.json. ``warnings`` (a list of ``{code, message, ...}``: pixels outside the model's input range,
+    undeclared fill values masked) and ``inputs`` (scale, fill values, model range, exact pixel counts,
+    normalisation statistics) come from ``workers.input_check``."""
     wall = max(watch.total, 1e-9)
     processed = counters.chips_processed
     energy = None if energy_per_chip_j is None else energy_per_chip_j * processed
@@ -80,6 +86,8 @@ def build_report(
         "resampling": resampling,
         "wall_time_s": watch.as_dict(),
         "outputs": outputs,
+        "warnings": list(warnings or []),
+        "inputs": inputs or {},
     }
 
 
@@ -107,5 +115,8 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
     ]
     if report["resampling"]:
         lines.append(report["resampling"])
+    if report.get("warnings"):
+        codes = ", ".join(sorted({w["code"] for w in report["warnings"]}))
+        lines.append(f"{len(report['warnings'])} warning(s) about the input ({codes}): see report.json")
     lines.append(f"outputs in {out_dir}: " + ", ".join(sorted(report["outputs"])))
     return "\n".join(lines)

@@ -10,6 +10,14 @@ Validity follows GDAL's dataset-mask rule: a pixel is valid if any of the used b
 internal mask or alpha); padding outside the scene is invalid too, and so is a pixel with NaN or infinity in
 any used band, declared nodata or not: a network cannot take it, and any stand-in value would be made up.
 
+Undeclared fill: a pixel whose used bands all hold one of ``Scene.fill_values`` is invalid too. Those are
+the common sentinels (−9999, −99999, float32's lowest; only where the pixel type can hold them) from the
+start, plus what ``workers.input_check`` adds after looking at a sample (0 at the scene's border, the user's
+``--nodata``). ``Scene.configure`` also sets a ``--scale`` factor and the card's normalisation, applied to
+every pixel read, so every reader — the in-process pipeline, the chipper, the inference workers — sees the
+same numbers. ``read_chip_row`` counts each scene pixel once (valid, outside the model's range per band, and
+masked per fill value) into ``Scene.tally``: the exact figures report.json's warnings come from.
+
 ``open_scene`` refuses, before reading a single pixel: empty files, headers claiming more pixels than
 ``SPIKESCAN_MAX_SCENE_PIXELS``, complex or other non-real pixel types, and (``geotiff_only``, for the service)
 anything but a GeoTIFF.
@@ -21,8 +29,9 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -35,7 +44,8 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from models.card import ModelCard
+from models import normalisation
+from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
 from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge
 from workers.chips import Chip, ChipGrid
@@ -56,6 +66,85 @@ _SIGNATURES = (
     (b"PK\x03\x04", "a ZIP archive"),
     (b"<", "an XML or HTML document (a GDAL VRT, say)"),
 )
+
+
+# Values producers write for "no data" without always declaring them; masked where every used band holds one.
+SENTINELS = (-9999.0, -99999.0, float(np.finfo(np.float32).min))
+
+
+def model_ranges(card: ModelCard) -> list[tuple[float, float] | None]:
+    """Per band, the input range the model was trained on: its first and last thermometer thresholds (the
+    training pixels' 1/2K and 1 − 1/2K quantiles) widened by their spread on either side; None where the
+    card has a single level (no spread to judge by). Outside it every level is off or on whatever the value:
+    the network cannot tell such pixels apart, and never saw their like in training."""
+    out: list[tuple[float, float] | None] = []
+    for row in card.encoding.thresholds:
+        spread = row[-1] - row[0]
+        out.append((row[0] - spread, row[-1] + spread) if spread > 0 else None)
+    return out
+
+
+def representable(value: float, dtypes: Sequence[str]) -> bool:
+    """Whether every one of ``dtypes`` holds ``value`` exactly (a uint16 band never holds −9999)."""
+    for name in dtypes:
+        dt = np.dtype(name)
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            if not (float(value).is_integer() and info.min <= value <= info.max):
+                return False
+        elif float(dt.type(value)) != value:
+            return False
+    return True
+
+
+@dataclass
+class PixelCounts:
+    """Pixels of the scene counted once each: valid ones, those below/above the model's range per band, and
+    those masked as each fill value. Adds up across chip rows, and (as JSON) across processes."""
+
+    bands: int
+    valid: int = 0
+    below: list[int] = field(default_factory=list)
+    above: list[int] = field(default_factory=list)
+    fill: dict[float, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.below = self.below or [0] * self.bands
+        self.above = self.above or [0] * self.bands
+
+    def add_range(
+        self, pixels: np.ndarray, ok: np.ndarray, ranges: Sequence[tuple[float, float] | None]
+    ) -> None:
+        """Count the valid pixels of ``pixels`` [..., B] (validity ``ok`` [...]) against ``ranges``."""
+        self.valid += int(np.count_nonzero(ok))
+        for b, lim in enumerate(ranges):
+            if lim is not None:
+                band = pixels[..., b]
+                self.below[b] += int(np.count_nonzero((band < lim[0]) & ok))
+                self.above[b] += int(np.count_nonzero((band > lim[1]) & ok))
+
+    def add_fill(self, value: float, pixels: int) -> None:
+        if pixels:
+            self.fill[value] = self.fill.get(value, 0) + pixels
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "valid": self.valid,
+            "below": list(self.below),
+            "above": list(self.above),
+            "fill": [[v, n] for v, n in sorted(self.fill.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PixelCounts:
+        below = [int(x) for x in data["below"]]
+        return cls(
+            len(below),
+            int(data["valid"]),
+            below,
+            [int(x) for x in data["above"]],
+            {float(v): int(n) for v, n in data["fill"]},
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +195,41 @@ class Scene:
         self.resampled = _resampling_plan(path, src, card.gsd_m)
         self._ds: rasterio.DatasetReader | WarpedVRT = _warped(src, self.resampled) if self.resampled else src
         self._transform = _model_transform(src.transform, self.resampled) if self.resampled else src.transform
+        self.dtypes = [src.dtypes[i - 1] for i in band_indexes]
+        self.band_names = [b.name for b in card.bands]
+        self.ranges = model_ranges(card)
+        self.fill_values: tuple[float, ...] = tuple(v for v in SENTINELS if representable(v, self.dtypes))
+        self.warp_nodata: float | None = None  # a fill value the resampler is told to leave out
+        self.scale: float | None = None
+        self.norm: tuple[Normalisation, normalisation.SceneStats] | None = None
+        self.tally = PixelCounts(len(band_indexes))
+        self.check: Any = None  # what workers.input_check decided (its InputCheck), for the report
+
+    @property
+    def declares_nodata(self) -> bool:
+        """Whether the file itself marks invalid pixels of the used bands (nodata value, mask or alpha)."""
+        return any(self._src.mask_flag_enums[i - 1] != [MaskFlags.all_valid] for i in self.band_indexes)
+
+    def configure(
+        self,
+        *,
+        fill_values: Sequence[float] | None = None,
+        warp_nodata: float | None = None,
+        scale: float | None = None,
+        norm: tuple[Normalisation, normalisation.SceneStats] | None = None,
+    ) -> None:
+        """Set what every later read applies: fill values masked (every used band equal to one), the value a
+        resampled scene's warp leaves out, a factor on the pixels and the card's normalisation."""
+        if fill_values is not None:
+            self.fill_values = tuple(dict.fromkeys(float(v) for v in fill_values))
+        if warp_nodata != self.warp_nodata and self.resampled:
+            if self._ds is not self._src:
+                self._ds.close()
+            self._ds = _warped(self._src, self.resampled, warp_nodata)
+            self.__dict__.pop("_nodata", None)
+        self.warp_nodata = warp_nodata
+        self.scale = scale
+        self.norm = norm
 
     @property
     def crs(self) -> CRS:
@@ -124,8 +248,12 @@ class Scene:
     def height(self) -> int:
         return self._ds.height
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Boundless read: pixels [h, w, B] float32 (0 outside) and validity [h, w] (False outside)."""
+    def read(
+        self, window: Window, counts: PixelCounts | None = None, count_rows: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boundless read: pixels [h, w, B] float32 (0 outside) and validity [h, w] (False outside), with the
+        fill values masked, the scale and normalisation applied. The window's first ``count_rows`` rows are
+        counted into ``counts``."""
         h, w = int(window.height), int(window.width)
         pixels = np.zeros((h, w, len(self.band_indexes)), np.float32)
         valid = np.zeros((h, w), bool)
@@ -139,14 +267,39 @@ class Scene:
             ok = self._validity(data, inner)
         except RasterioError as exc:
             raise InvalidScene(f"{self.path}: unreadable pixels near row {r0}, column {c0} ({exc})") from None
+        counted = slice(0, max(0, count_rows - dy)) if counts is not None else slice(0, 0)
+        self._mask_fill(data, ok, counts, counted)
         target = pixels[dy : dy + r1 - r0, dx : dx + c1 - c0]
         target[...] = np.moveaxis(data, 0, -1)  # cast into place: no full-size temporaries
         if np.issubdtype(data.dtype, np.floating):
             ok &= np.isfinite(target).all(axis=-1)
+        if self.scale is not None:
+            target *= np.float32(self.scale)
+        if self.norm is not None:
+            target[...] = normalisation.apply(target, *self.norm)
         # Nodata values (e.g. -99999) never reach a backend: invalid pixels read as 0 like the padding.
         target[~ok] = 0
         valid[dy : dy + r1 - r0, dx : dx + c1 - c0] = ok
+        if counts is not None:
+            counts.add_range(target[counted], ok[counted], self.ranges)
         return pixels, valid
+
+    def _mask_fill(
+        self, data: np.ndarray, ok: np.ndarray, counts: PixelCounts | None, counted: slice
+    ) -> None:
+        """Invalidate pixels whose bands all hold one fill value; count those that were valid till now."""
+        if not self.fill_values or data.size == 0:
+            return
+        lo, hi = data.min(axis=0), data.max(axis=0)
+        for value in self.fill_values:
+            if lo.min() > value or hi.max() < value:
+                continue
+            hit = (lo == value) & (hi == value)
+            if value != self.warp_nodata:  # the warp marks that one invalid itself: still undeclared fill
+                hit &= ok
+            if counts is not None:
+                counts.add_fill(value, int(np.count_nonzero(hit[counted])))
+            ok &= ~hit
 
     def _validity(self, data: np.ndarray, window: Window) -> np.ndarray:
         """Valid if any band is valid. Masks that are only nodata values are computed from the pixels already
@@ -191,8 +344,11 @@ class Scene:
         return ChipBatch(list(chips), pixels, valid)
 
     def read_chip_row(self, grid: ChipGrid, row: int) -> ChipBatch:
-        """Every chip of one chip row from a single (width × patch) read; chips are views of that strip."""
-        pixels, valid = self.read(grid.row_window(row))
+        """Every chip of one chip row from a single (width × patch) read; chips are views of that strip.
+        The rows no later chip row reads again are counted into ``tally``: read every chip row once (the
+        pipeline and the chipper do) and each scene pixel is counted exactly once."""
+        own = grid.stride if row < grid.rows - 1 else grid.patch
+        pixels, valid = self.read(grid.row_window(row), self.tally, own)
         p, s = grid.patch, grid.stride
         # sliding_window_view puts the window axis last: [P, cols, B, P] → [cols, P, P, B], no copy.
         chip_pixels = sliding_window_view(pixels, p, axis=1)[:, ::s].transpose(1, 0, 3, 2)
@@ -389,7 +545,7 @@ def _model_transform(t: Affine, plan: Resampled) -> Affine:
     return Affine(t.a * fx, 0.0, t.c, 0.0, t.e * fy, t.f)  # anchored at the scene's top-left corner
 
 
-def _warped(src: rasterio.DatasetReader, plan: Resampled) -> WarpedVRT:
+def _warped(src: rasterio.DatasetReader, plan: Resampled, nodata: float | None = None) -> WarpedVRT:
     # Warped in the scene's own pixel frame (origin 0), not in map coordinates: at eastings of 10^5 m GDAL's
     # pixel footprints come out ~1e-9 pixel wide of the mark, and an average then takes a sliver of the next
     # scene pixel — enough, at a nodata edge, to make a model pixel whose own scene pixels are all nodata
@@ -406,6 +562,8 @@ def _warped(src: rasterio.DatasetReader, plan: Resampled) -> WarpedVRT:
         width=width,
         height=height,
         resampling=Resampling[plan.method],
+        # An undeclared fill value declared to the warp: averaged in, it would bleed into the data's edge.
+        **({"src_nodata": nodata, "nodata": nodata} if nodata is not None else {}),
     )
 
 

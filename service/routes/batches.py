@@ -8,7 +8,15 @@ import anyio
 from fastapi import APIRouter, Request
 
 from service.deps import CallerDep, Services, ServicesDep, base_url
-from service.routes.jobs import accepted, form_int, is_json, json_body, receive_upload, required_field
+from service.routes.jobs import (
+    accepted,
+    form_inputs,
+    form_int,
+    is_json,
+    json_body,
+    receive_upload,
+    required_field,
+)
 from service.schemas import ERROR_RESPONSES, BatchOut, BatchStatus, BatchSubmission, JobOut
 from service.storage import Upload, remove_job_files
 from spikescan.errors import InvalidInput, NotFound
@@ -31,6 +39,10 @@ _BATCH_BODY = {
                         "model": {"type": "string"},
                         "bands": {"type": "string"},
                         "stride": {"type": "integer"},
+                        "scale": {"type": "number"},
+                        "nodata": {"type": "number"},
+                        "min_score": {"type": "number", "minimum": 0, "maximum": 1},
+                        "nms_iou": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                 }
             },
@@ -57,12 +69,17 @@ def _all_or_nothing(svc: Services, submit_one: list[Callable[[], Job]], batch: s
 
 def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> list[Job]:
     paths = [svc.submitter.resolve_uri(uri) for uri in body.uris]  # outside the roots: reject at once
+    inputs = body.model_dump(include={"scale", "nodata", "min_score", "nms_iou"})
     for path in paths:
-        svc.submitter.validate(path, body.model, body.bands, body.stride)
+        svc.submitter.validate(path, body.model, body.bands, body.stride, **inputs)
     return _all_or_nothing(
         svc,
         [
-            (lambda u=uri: svc.submitter.submit_uri(owner, u, body.model, body.bands, body.stride, batch))
+            (
+                lambda u=uri: svc.submitter.submit_uri(
+                    owner, u, body.model, body.bands, body.stride, batch, **inputs
+                )
+            )
             for uri in body.uris
         ],
         batch,
@@ -78,11 +95,15 @@ def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> list
         upload.fields.get("bands") or None,
         form_int(upload, "stride"),
     )
+    inputs = form_inputs(upload)
     for f in scenes:  # validate all before recording any
-        svc.submitter.validate(f.path, model, bands, stride, shown_as=f.filename)
+        svc.submitter.validate(f.path, model, bands, stride, shown_as=f.filename, **inputs)
     return _all_or_nothing(
         svc,
-        [(lambda f=f: svc.submitter.submit_upload(owner, f, model, bands, stride, batch)) for f in scenes],
+        [
+            (lambda f=f: svc.submitter.submit_upload(owner, f, model, bands, stride, batch, **inputs))
+            for f in scenes
+        ],
         batch,
     )
 

@@ -11,7 +11,17 @@ from pydantic import BaseModel, ValidationError
 
 from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
 from service.events import job_events
-from service.schemas import ERROR_RESPONSES, Accepted, JobOut, UriSubmission, links
+from service.schemas import (
+    ERROR_RESPONSES,
+    MIN_SCORE_HELP,
+    NMS_IOU_HELP,
+    NODATA_HELP,
+    SCALE_HELP,
+    Accepted,
+    JobOut,
+    UriSubmission,
+    links,
+)
 from service.storage import ENVELOPE_BYTES, Upload, receive_multipart, remove_job_files, uploads_dir
 from spikescan.errors import InvalidInput, PayloadTooLarge
 from workers.jobs import Job
@@ -19,6 +29,10 @@ from workers.jobs import Job
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 M = TypeVar("M", bound=BaseModel)
 MAX_JSON_BYTES = 1 << 20
+
+def _fraction(description: str) -> dict[str, object]:
+    return {"type": "number", "minimum": 0, "maximum": 1, "description": description}
+
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -33,6 +47,10 @@ _UPLOAD_BODY = {
                         "model": {"type": "string"},
                         "bands": {"type": "string"},
                         "stride": {"type": "integer"},
+                        "scale": {"type": "number", "description": SCALE_HELP},
+                        "nodata": {"type": "number", "description": NODATA_HELP},
+                        "min_score": _fraction(MIN_SCORE_HELP),
+                        "nms_iou": _fraction(NMS_IOU_HELP),
                     },
                 }
             },
@@ -59,6 +77,23 @@ def form_int(upload: Upload, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise InvalidInput(f"form field {name!r} must be an integer, got {raw!r}") from None
+
+
+def form_inputs(upload: Upload) -> dict[str, float | None]:
+    """The optional number fields: ``scale`` and ``nodata`` (workers/input_check.py), ``min_score`` and
+    ``nms_iou`` (a detector's peak picking, 0..1)."""
+    out: dict[str, float | None] = {}
+    for name in ("scale", "nodata", "min_score", "nms_iou"):
+        raw = upload.fields.get(name, "").strip()
+        try:
+            out[name] = float(raw) if raw else None
+        except ValueError:
+            raise InvalidInput(f"form field {name!r} must be a number, got {raw!r}") from None
+    for name in ("min_score", "nms_iou"):
+        value = out[name]
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise InvalidInput(f"form field {name!r} must lie between 0 and 1, got {value}")
+    return out
 
 
 def required_field(upload: Upload, name: str) -> str:
@@ -127,8 +162,9 @@ async def _submit_upload(request: Request, svc: Services, owner: str) -> Job:
             upload.fields.get("bands"),
             form_int(upload, "stride"),
         )
+        inputs = form_inputs(upload)
         job = await anyio.to_thread.run_sync(
-            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride),
+            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride, **inputs),
             limiter=svc.submitter.check_slots,
         )
         svc.metrics.upload_bytes.inc(scenes[0].size)
@@ -143,7 +179,10 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
     if is_json(request):
         body = await json_body(request, UriSubmission)
         job = await anyio.to_thread.run_sync(
-            lambda: svc.submitter.submit_uri(owner, body.uri, body.model, body.bands, body.stride),
+            lambda: svc.submitter.submit_uri(
+                owner, body.uri, body.model, body.bands, body.stride, scale=body.scale, nodata=body.nodata,
+                min_score=body.min_score, nms_iou=body.nms_iou,
+            ),
             limiter=svc.submitter.check_slots,
         )
     else:

@@ -59,6 +59,7 @@ def models(svc: ServicesDep, owner: CallerDep) -> list[ModelOut]:
                 task=c.task,
                 classes=c.classes,
                 colors=c.colors,
+                target_classes=c.target_classes,
                 bands=[b.name for b in c.bands],
                 gsd_m=c.gsd_m,
                 patch_size=c.patch_size,

@@ -298,7 +298,10 @@ async function showDetections(job, layers) {
   const data = await (await api(`v1/jobs/${job.id}/results/detections.geojson`)).json();
   if (state.layers !== layers) return;
   const model = state.models.get(job.model);
-  const colour = (name) => rgba(model && model.colors[model.classes.indexOf(name)]);
+  // A detector's features carry its object label (e.g. "tree"), not a class name: draw them in the colour of
+  // its first target class.
+  const classOf = (name) => (model && model.classes.includes(name) ? name : model?.target_classes?.[0]);
+  const colour = (name) => rgba(model && model.colors[model.classes.indexOf(classOf(name))]);
   const layer = L.geoJSON(data, {
     style: (f) => ({ color: "#111", weight: 1, fillColor: colour(f.properties.class), fillOpacity: 0.6,
                      className: "detection" }),

@@ -44,28 +44,26 @@ def test_polygon_split_is_fixed_by_its_seed() -> None:
     assert not np.array_equal(a, datasets.polygon_split(labels, 0.3, 8))
 
 
-def test_kernel_labels_mark_cells_whose_centre_is_in_the_shrunk_box() -> None:
-    boxes = np.array([[8.0, 16.0, 40.0, 48.0]])  # 32 px square centred at (24, 32) in source px
-    labels = datasets.kernel_labels(boxes, (10, 10), cell=8.0, shrink=0.5)  # shrunk: x 16..32, y 24..40
-    rows, cols = np.nonzero(labels)
-    assert set(rows) == {3, 4} and set(cols) == {2, 3}  # cell centres 28, 36 (y) and 20, 28 (x)
+def test_centre_labels_mark_the_cells_at_each_box_centre_with_its_size_class() -> None:
+    boxes = np.array([[8.0, 16.0, 40.0, 48.0], [60.0, 60.0, 64.0, 64.0]])  # centres (24, 32) and (62, 62) px
+    labels = datasets.centre_labels(boxes, np.array([3, 1]), (10, 10), cell=8.0, radius=0.8,
+                                    ignore_radius=1.5)
+    assert labels[4, 2] == 3 and labels[3, 2] == 3 and labels[7, 7] == 1  # cells at / next to the centres
+    assert set(np.unique(labels)) == {-1, 0, 1, 3}
+    assert labels[0, 9] == 0 and (labels == -1).sum() > 0  # background away from crowns, an ignored ring
+    ring = labels[2:7, 0:5]
+    assert (ring[ring != 3] <= 0).all()
 
 
-def test_separated_kernels_of_touching_crowns_are_not_4_connected() -> None:
-    from scipy import ndimage
-
-    boxes = np.array([[0.0, 0.0, 40.0, 40.0], [28.0, 0.0, 68.0, 40.0]])  # overlapping crowns side by side
-    plain = datasets.kernel_labels(boxes, (8, 12), cell=8.0, shrink=0.6)
-    split = datasets.kernel_labels(boxes, (8, 12), cell=8.0, shrink=0.6, separate=True)
-    assert ndimage.label(plain)[1] == 1 and ndimage.label(split)[1] == 2
-    assert (split <= plain).all()
+def test_centre_labels_give_a_shared_cell_to_the_nearest_centre() -> None:
+    boxes = np.array([[0.0, 0.0, 20.0, 20.0], [14.0, 0.0, 34.0, 20.0]])  # centres 14 px apart in x
+    labels = datasets.centre_labels(boxes, np.array([1, 2]), (4, 6), cell=8.0, radius=1.5)
+    assert labels[1, 1] == 1 and labels[1, 2] == 2
 
 
-def test_separated_kernels_keep_a_crown_smaller_than_a_cell() -> None:
-    boxes = np.array([[12.0, 12.0, 15.0, 15.0]])  # shrunk 12.6..14.4: misses the cell centre 12
-    assert datasets.kernel_labels(boxes, (5, 5), cell=8.0, shrink=0.6).sum() == 0
-    labels = datasets.kernel_labels(boxes, (5, 5), cell=8.0, shrink=0.6, separate=True)
-    assert labels[1, 1] == 1 and labels.sum() == 1
+def test_size_bins_use_the_side_of_the_equal_area_square() -> None:
+    boxes = np.array([[0, 0, 20, 20], [0, 0, 40, 40], [0, 0, 60, 60], [0, 0, 45, 20]], float)  # 0.1 m pixels
+    np.testing.assert_array_equal(datasets.size_bins(boxes, 0.1, [3.0, 4.5]), [1, 2, 3, 2])
 
 
 def test_validation_strip_is_on_the_cell_grid_and_right_of_every_training_patch() -> None:
@@ -100,11 +98,26 @@ def test_scan_takes_each_cell_from_the_patch_where_it_is_most_central() -> None:
     assert out[8, 8] == 3 and out[0, 0] == 0 and out[4, 4] == 3
 
 
-def test_tree_scenes_hold_crowns_and_the_held_out_images_are_not_trained_on() -> None:
-    assert not set(datasets.TREE_TRAIN) & set(datasets.TREE_TEST)
-    scene = datasets.tree_scene("OSBS_029", 2, 4, 0.5)
+def test_tree_scenes_are_standardised_and_hold_crown_centres() -> None:
+    recipe = train.load_recipe("trees-rgb")
+    scene = datasets.tree_scene("OSBS_029", recipe)
     assert scene.pixels.shape == (200, 200, 3) and scene.labels.shape == (50, 50)
-    assert 0.02 < scene.labels.mean() < 0.5
+    assert scene.boxes is not None and len(scene.boxes) == 61
+    if recipe["normalisation"]["kind"] == "scene_standardise":
+        np.testing.assert_allclose(scene.pixels.reshape(-1, 3).mean(0), 0, atol=1e-3)
+    assert 0.01 < (scene.labels > 0).mean() < 0.2
+
+
+def test_a_held_out_image_is_neither_trained_nor_validated_on() -> None:
+    recipe = train.load_recipe("trees-rgb")
+    every = datasets.prepare(recipe)
+    fold = datasets.prepare(recipe, ("OSBS_029",))
+    assert {s.name for s in every.test} == set(datasets.TREE_IMAGES)
+    assert "OSBS_029" not in {s.name for s in fold.test} and "OSBS_029" not in fold.notes["images"]
+    assert fold.notes["holdout"] == ["OSBS_029"] and len(fold.train) < len(every.train)
+    assert fold.sides_m is not None and len(fold.sides_m) == len(recipe["target_classes"])
+    for scene in every.test:  # the validation strip is right of every training patch of its image
+        assert scene.boxes is not None and scene.pixels.shape[1] < 0.3 * 1300
 
 
 def test_augment_keeps_pixels_and_labels_registered() -> None:
@@ -114,3 +127,33 @@ def test_augment_keeps_pixels_and_labels_registered() -> None:
     out = datasets.augment(patches, rng)
     np.testing.assert_array_equal(out.labels, (out.pixels[..., 0] > 0.5).astype(np.int16))
     assert not np.array_equal(out.pixels, px)
+
+
+def test_augment_turns_crowns_grey_and_keeps_masks_registered() -> None:
+    rng = np.random.default_rng(1)
+    px = rng.normal(size=(8, 8, 8, 3)).astype(np.float32)
+    masks = np.zeros((8, 8, 8), bool)
+    masks[:, 2:5, 3:6] = True
+    px[masks] = [0.0, 2.0, 0.0]  # green crowns
+    out = datasets.augment(datasets.PatchSet(px, np.zeros((8, 2, 2), np.int16), masks), rng, dead=1.0)
+    assert out.masks is not None
+    crowns = out.pixels[out.masks]
+    np.testing.assert_allclose(crowns - crowns.mean(axis=-1, keepdims=True), 0, atol=1e-5)  # grey
+    assert (crowns[:, 0] >= 2 / 3 - 1e-5).all()  # the mean of (0, 2, 0), made brighter
+
+
+def test_augment_makes_lit_ground_grey_and_keeps_crowns_and_shadows() -> None:
+    rng = np.random.default_rng(2)
+    px = np.zeros((4, 8, 8, 3), np.float32)
+    px[..., 1] = 1.5  # bright green ground
+    px[:, 6:, :, :] = -2.0  # shadow
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:4, 2:4] = True
+    px[masks] = [0.0, 1.0, 0.0]
+    out = datasets.augment(datasets.PatchSet(px, np.zeros((4, 2, 2), np.int16), masks), rng, bare=1.0)
+    assert out.masks is not None
+    lit = ~out.masks & (out.pixels.mean(axis=-1) > -1.0)
+    ground = out.pixels[lit]
+    np.testing.assert_allclose(ground - ground.mean(axis=-1, keepdims=True), 0, atol=1e-5)
+    np.testing.assert_allclose(out.pixels[out.masks], np.tile([0.0, 1.0, 0.0], (16, 1)))
+    assert (out.pixels[out.pixels.mean(axis=-1) < -1.0] == -2.0).all()

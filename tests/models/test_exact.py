@@ -17,10 +17,15 @@ from models.package import ModelPackage
 pytestmark = pytest.mark.tf
 
 
+@pytest.mark.parametrize("path", ["int8", "fallback"])
 def test_emulator_and_keras_spike_identically_on_every_layer(shipped: ModelPackage,
-                                                               real_patches: np.ndarray) -> None:
+                                                               real_patches: np.ndarray, path: str) -> None:
+    """Both of the emulator's paths: the int8 graph (asserted to be the one running: a silent fallback
+    would test the other path twice) and its own kernels."""
     spikes = encode(real_patches, shipped.card.encoding)
-    ours = Emulator(shipped).run_spikes(spikes, keep_layers=True).layer_spikes
+    emulator = Emulator(shipped, int8=path == "int8")
+    assert emulator.path == path, emulator.fallback_reason
+    ours = emulator.run_spikes(spikes, keep_layers=True).layer_spikes
     theirs = build_reference(shipped, "spiking").predict(spikes.astype(np.float32), batch_size=256, verbose=0)
     assert ours is not None and len(ours) == len(theirs) == len(shipped.card.layers)
     n = len(real_patches)

@@ -43,8 +43,9 @@ def test_receptive_field_grows_with_kernels_and_strides() -> None:
     card = train.make_card(recipe, [[float(k) for k in range(8)]] * 3, seed=1)
     # Each k x k layer adds (k - 1) x (product of the strides below it): 1 + 2 + 2*2 + 4*4 + 2*4.
     assert card.receptive_field_px == 31
-    assert len(card.population_code.owner) == 2 * recipe["neurons_per_class"]
-    assert card.layers[-1].filters == 2 * recipe["neurons_per_class"]
+    n_classes = len(recipe["classes"])
+    assert len(card.population_code.owner) == n_classes * recipe["neurons_per_class"]
+    assert card.layers[-1].filters == n_classes * recipe["neurons_per_class"]
 
 
 def test_recipes_choose_a_fixed_or_an_adaptive_schedule() -> None:
@@ -62,9 +63,9 @@ def test_output_bias_offset_moves_only_the_named_class_neurons() -> None:
     import numpy as np
 
     pkg = package.load("trees-rgb")
-    moved = train.offset_output_biases(dict(pkg.weights), pkg.card, {"crown": -3})
+    moved = train.offset_output_biases(dict(pkg.weights), pkg.card, {"crown_medium": -3})
     owner = np.asarray(pkg.card.population_code.owner)
-    crown = owner == pkg.card.class_index("crown")
+    crown = owner == pkg.card.class_index("crown_medium")
     delta = moved["out.b"] - pkg.weights["out.b"]
     assert (delta[crown] == -3).all() and (delta[~crown] == 0).all()
     assert train.offset_output_biases(dict(pkg.weights), pkg.card, {}) is not None

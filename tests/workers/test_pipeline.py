@@ -148,44 +148,13 @@ def test_nodata_block_gives_nodata_and_no_detections(holed_run: tuple[Path, Path
         assert not overlaps_block, f["properties"]
 
 
-def test_detection_round_trips_onto_the_marked_region(
-    osbs_run: tuple[Path, dict[str, Any]], osbs_tif: Path, rgb_model
-) -> None:  # type: ignore[no-untyped-def]
-    out, rep = osbs_run
-    features = json.loads((out / "detections.geojson").read_text())["features"]
-    assert len(features) == rep["detections"] > 0
-    target = rgb_model.card.class_index(rgb_model.card.target_classes[0])
-    scale = rgb_model.card.detection.box_scale
-    with rasterio.open(out / "classes.tif") as ds, rasterio.open(osbs_tif) as src:
-        classes = ds.read(1)
-        to_scene = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True)
-        for f in features:
-            lon, lat = zip(*f["geometry"]["coordinates"][0], strict=True)
-            x, y = to_scene.transform(lon, lat)
-            # lon/lat → scene pixels of the *input* file; one output cell is 8 input pixels here.
-            px, py = ~src.transform * (np.array(x), np.array(y))
-            cx, cy, hx, hy = (px.min() + px.max()) / 2, (py.min() + py.max()) / 2, *_half(px, py, scale)
-            c0, r0, c1, r1 = f["properties"]["cell_bbox"]
-            assert (cx - hx, cy - hy, cx + hx, cy + hy) == pytest.approx(
-                (c0 * 8, r0 * 8, c1 * 8, r1 * 8), abs=1e-3
-            )
-            region = classes[r0:r1, c0:c1] == target
-            # The box is tight around cells the class raster marked.
-            assert region[0].any() and region[-1].any() and region[:, 0].any() and region[:, -1].any()
-            assert f["properties"]["cells"] <= region.sum()
-
-
-def _half(px: np.ndarray, py: np.ndarray, scale: float) -> tuple[float, float]:
-    return (px.max() - px.min()) / 2 / scale, (py.max() - py.min()) / 2 / scale
-
-
 def test_report_counts(landsat_run: tuple[Path, dict[str, Any]]) -> None:
     out, rep = landsat_run
     assert json.loads((out / "report.json").read_text()) == rep
     chips = rep["chips"]
     assert chips["total"] == chips["processed"] + chips["skipped"] and chips["skipped"] > 0
     assert rep["spikes_per_chip"] > 0 and rep["chips_per_s"] > 0 and rep["megapixels_per_s"] > 0
-    assert {"read", "infer", "mosaic", "cog", "detections", "total"} <= set(rep["wall_time_s"])
+    assert {"read", "infer", "mosaic", "cog", "vectors", "total"} <= set(rep["wall_time_s"])
     assert rep["backend"] == "emulator" and rep["copies_used"] == 1 and rep["resampling"] is None
 
 
@@ -261,15 +230,17 @@ def test_cli_bad_stride_exits_2(osbs_tif: Path, rgb_model, tmp_path: Path) -> No
 
 
 def test_windowed_reads_only(osbs_tif: Path, rgb_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The scene is read one chip row at a time, never whole: count the pixels each read asks for."""
+    """The scene is read one chip row at a time, never whole: count the pixels each read asks for (the
+    input check's sample at open is windowed too)."""
+    from workers import input_check
     from workers import scene as scene_module
 
     sizes: list[int] = []
     original = scene_module.Scene.read
 
-    def spy(self: scene_module.Scene, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    def spy(self: scene_module.Scene, window: Window, *args: Any) -> tuple[np.ndarray, np.ndarray]:
         sizes.append(int(window.width * window.height))
-        return original(self, window)
+        return original(self, window, *args)
 
     scene_module.Scene.read = spy  # type: ignore[method-assign]
     try:
@@ -277,5 +248,6 @@ def test_windowed_reads_only(osbs_tif: Path, rgb_model, tmp_path: Path) -> None:
     finally:
         scene_module.Scene.read = original  # type: ignore[method-assign]
     grid = rep["grid"]
-    assert len(sizes) == -(-(grid["height"] - grid["patch"]) // grid["stride"]) + 1
+    sample = len(input_check.sample_windows(grid["width"], grid["height"]))
+    assert len(sizes) == -(-(grid["height"] - grid["patch"]) // grid["stride"]) + 1 + sample
     assert max(sizes) < grid["width"] * grid["height"]

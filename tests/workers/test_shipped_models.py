@@ -100,3 +100,31 @@ def test_landcover_map_sits_on_the_reference_labels(
     aligned = agreement(0, 0)
     assert aligned > 0.7
     assert all(aligned > agreement(dy, dx) for dy, dx in ((0, 3), (3, 0), (-3, -3)))
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if package.load(n).card.task == "detection"])
+def test_tree_boxes_are_objects_inside_the_scene(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On the real 0.1 m scene: every box inside the scene, nearly all of crown size (2-200 m²), and no
+    two boxes overlapping at IoU > 0.5 — one box per tree, not per blob of touching crowns."""
+    from pyproj import Transformer
+    from shapely import box as shapely_box
+    from shapely.geometry import shape
+    from shapely.ops import transform as reproject
+
+    if name not in _RUNS:
+        _RUNS[name] = _predict(name, tmp_path_factory)
+    _, scene, out = _RUNS[name]
+    features = json.loads((out / "detections.geojson").read_text())["features"]
+    with rasterio.open(scene) as src:
+        footprint, to_scene = shapely_box(*src.bounds).buffer(1e-6), Transformer.from_crs(
+            "EPSG:4326", src.crs, always_xy=True
+        )
+    boxes = [reproject(to_scene.transform, shape(f["geometry"])) for f in features]
+    areas = np.array([f["properties"]["area_m2"] for f in features])
+    assert len(boxes) >= 10
+    assert all(footprint.contains(b) for b in boxes)
+    assert ((areas >= 2) & (areas <= 200)).mean() >= 0.9
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            inter = a.intersection(b).area
+            assert inter / (a.area + b.area - inter) <= 0.5

@@ -12,9 +12,13 @@ from workers.backends.base import Backend, BatchResult
 class EmulatorBackend(Backend):
     name = "emulator"
 
-    def __init__(self, package: ModelPackage) -> None:
+    def __init__(self, package: ModelPackage, *, int8: bool = True, threads: int = 1) -> None:
+        """``int8=False`` keeps to the emulator's own kernels (the int8 path's reference); the emulator
+        falls back to them by itself when the int8 path cannot prove its bounds (``path``, ``fallback_reason``
+        say which runs and why)."""
         super().__init__(package)
-        self._emulator = Emulator(package)
+        self._emulator = Emulator(package, int8=int8, threads=threads)
+        self.path, self.fallback_reason = self._emulator.path, self._emulator.fallback_reason
 
     @property
     def energy_per_chip_j(self) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +16,18 @@ from workers.bench import machine, table
 from workers.bench.child import thread_env
 
 NAMES = ("emulator", "pipeline", "service", "spinnaker")
+# What a sub-benchmark needs beyond the core install: (module, the extra that provides it).
+NEEDS = {"emulator": ("tensorflow", "train")}
+
+
+def check_extras(chosen: tuple[str, ...]) -> None:
+    """Refuse up front, in one line, a benchmark whose optional extra is not installed."""
+    for name in chosen:
+        if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
+            module, extra = NEEDS[name]
+            raise SpikescanError(
+                f"bench {name} needs the {extra} extra (pip install 'spikescan[{extra}]'): no module {module}"
+            )
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -33,6 +46,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     chosen = NAMES if args.which == "all" else (args.which,)
+    check_extras(chosen)
     results: dict[str, Any] = {"machine": machine.describe(), "quick": args.quick, "threads": args.threads}
     t0 = time.perf_counter()
     for name in chosen:

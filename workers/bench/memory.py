@@ -2,14 +2,15 @@
 
 Not a unit test: run it by hand, e.g.
 
-    .venv/bin/python bench/memory.py --model trees-rgb            # JSON table on stdout
-    .venv/bin/python bench/memory.py --model DIR --sizes 2048 8192
+    python -m workers.bench.memory --model trees-rgb            # JSON table on stdout
+    python -m workers.bench.memory --model DIR --sizes 2048 8192
+
+``spikescan bench pipeline`` reuses it (its scene and its peak-RSS table).
 
 The scenes are built from REAL pixels: mirrored copies of the NEON aerial tile OSBS_029.tif (400 x 400 RGB,
 0.1 m, EPSG:32617, from the deepforest package), tiled out from the original's corner with a correct
 geotransform — mirroring keeps tile seams continuous, so the scene looks like one large aerial mosaic. They
-are
-written strip by strip (this script is bounded in memory too) to a scratch directory.
+are written strip by strip (this script is bounded in memory too) to a scratch directory.
 
 Each size runs ``spikescan predict`` in a fresh process and reads that process's peak resident set size from
 the kernel (``wait4`` rusage), so nothing of this script's own memory is counted.
