@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,32 +320,6 @@ def grid_positions(height: int, width: int, size: int, stride: int, align: int) 
         last = ((n - size) // align) * align
         return sorted(set(list(range(0, last + 1, stride)) + [last]))
     return np.asarray([(y, x) for y in axis(height) for x in axis(width)], dtype=np.int64).reshape(-1, 2)
-
-
-def scan(scene: Scene, size: int, stride: int, predict: Callable[[np.ndarray], np.ndarray],
-         batch: int = 256) -> np.ndarray:
-    """Class per output cell over a whole scene: each cell takes the patch in which it lies farthest from
-    a border (the pipeline's rule of thumb), so border effects of zero padding are kept to a minimum."""
-    s, cells = scene.stride, size // scene.stride
-    rows, cols = scene.labels.shape
-    positions = grid_positions(rows * s, cols * s, size, stride, s)
-    best = np.full((rows, cols), -1.0)
-    out = np.zeros((rows, cols), dtype=np.int16)
-    margin = np.minimum.outer(*(2 * [np.minimum(np.arange(cells), np.arange(cells)[::-1])]))
-    for chunk in _chunks(positions, batch):
-        classes = predict(cut(scene, chunk, size).pixels)
-        for (y, x), cls in zip(chunk, classes, strict=True):
-            r, c = y // s, x // s
-            view = best[r:r + cells, c:c + cells]
-            better = margin > view
-            view[better] = margin[better]
-            out[r:r + cells, c:c + cells][better] = cls[better]
-    return out
-
-
-def _chunks(a: np.ndarray, n: int) -> Iterator[np.ndarray]:
-    for i in range(0, len(a), n):
-        yield a[i:i + n]
 
 
 def augment(patches: PatchSet, rng: np.random.Generator, jitter: float = 0.0, offset: float = 0.0,

@@ -86,18 +86,6 @@ def test_grid_positions_reach_the_right_and_bottom_edges() -> None:
     assert (pos % 4 == 0).all()
 
 
-def test_scan_takes_each_cell_from_the_patch_where_it_is_most_central() -> None:
-    scene = datasets.Scene("ramp", np.zeros((16, 16, 1), np.float32), np.zeros((16, 16), np.int16), 1)
-
-    def where_am_i(px: np.ndarray) -> np.ndarray:  # each patch answers with its own margin map
-        n = len(px)
-        m = np.minimum(np.arange(8), np.arange(8)[::-1])
-        return np.broadcast_to(np.minimum.outer(m, m), (n, 8, 8))
-
-    out = datasets.scan(scene, 8, 4, where_am_i)
-    assert out[8, 8] == 3 and out[0, 0] == 0 and out[4, 4] == 3
-
-
 def test_tree_scenes_are_standardised_and_hold_crown_centres() -> None:
     recipe = train.load_recipe("trees-rgb")
     scene = datasets.tree_scene("OSBS_029", recipe)
