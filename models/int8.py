@@ -17,6 +17,12 @@ The requantisation multiplies by ``255 / a`` and saturates to [0, 255]: 255 when
 ties at the threshold included. Max-pooling 0/255 is their OR; a dense layer is a convolution whose kernel
 covers its whole (flattened, channels-last) input.
 
+Without VNNI, onnxruntime's u8 x s8 kernels add pairs of products in saturating int16 (``pmaddubsw``): with
+spikes worth 255 that is exact only for |w| <= 64. A layer whose weights go beyond is split, not refused:
+``W = clip(W, -64, 64) + rest``, both halves within +-64, computed as one convolution over the input
+concatenated with itself (twice the fan-in for that layer only). The first layer's spikes are worth 1, so its
+pairs cannot saturate and it keeps the whole int8 range.
+
 ``prove_bounds`` checks at load what this needs; anything it refuses runs on the emulator's other kernels.
 """
 
@@ -49,6 +55,7 @@ class Int8Layer:
     w: np.ndarray | None  # int8 [F_padded, C_in_padded, kh, kw] (OIHW), None for max-pool
     bias: np.ndarray | None  # int32 [F_padded]
     input_value: int  # a: what a spike is worth at this layer's input (1 or SPIKE)
+    doubled: bool  # the input is concatenated with itself along channels (weights split in two halves)
     kernel: tuple[int, int]
     stride: int
     pads: tuple[int, int, int, int]  # onnx order: top, left, bottom, right
@@ -71,15 +78,13 @@ def _padded(n: int) -> int:
     return -(-n // FILTER_BLOCK) * FILTER_BLOCK
 
 
-def prove_bounds(w: np.ndarray, thr: np.ndarray, input_value: int, vnni: bool, name: str) -> None:
+def prove_bounds(w: np.ndarray, thr: np.ndarray, name: str) -> None:
     """Refuse (Unsupported) unless this layer is exact on the int8 path: integer weights and thresholds,
-    weights in int8 (|w| <= 64 without VNNI), and every sum, bias and requantised value below 2**24."""
+    weights in int8, and every sum, bias and requantised value below 2**24."""
     if not (np.all(w == np.round(w)) and np.all(thr == np.round(thr))):
         raise Unsupported(f"layer {name}: weights or threshold off the integer grid")
-    limit_lo, limit_hi = (INT8_MIN, INT8_MAX) if vnni else (-NO_VNNI_MAX, NO_VNNI_MAX)
-    if w.min(initial=0) < limit_lo or w.max(initial=0) > limit_hi:
-        why = "int8" if vnni else f"+-{NO_VNNI_MAX} (no VNNI on this CPU: u8s8 pairs saturate int16)"
-        raise Unsupported(f"layer {name}: weights {w.min():.0f}..{w.max():.0f} do not fit {why}")
+    if w.min(initial=0) < INT8_MIN or w.max(initial=0) > INT8_MAX:
+        raise Unsupported(f"layer {name}: weights {w.min():.0f}..{w.max():.0f} do not fit int8")
     # |acc + bias| <= a * (sum|w| + |T| + 1); requantised: times 255 / a.
     worst = SPIKE * (float(np.abs(w).sum(axis=0).max(initial=0)) + float(np.abs(thr).max(initial=0)) + 1)
     if worst >= EXACT_LIMIT:
@@ -102,11 +107,12 @@ def plan_layers(
         if kind == "maxpool":
             top, bottom, left, right = ls.pad
             k, pads = ls.layer.kernel, (top, left, bottom, right)
-            layers.append(Int8Layer(ls, None, None, value, (k, k), ls.layer.stride, pads))
+            layers.append(Int8Layer(ls, None, None, value, False, (k, k), ls.layer.stride, pads))
             h, wd = ls.out_shape[:2]
             continue
         w, thr = params[ls.layer.name]
-        prove_bounds(w, thr, value, vnni, ls.layer.name)
+        prove_bounds(w, thr, ls.layer.name)
+        doubled = not vnni and value == SPIKE and bool(np.abs(w).max(initial=0) > NO_VNNI_MAX)
         f = w.shape[-1]
         if kind == "conv2d":
             k = ls.layer.kernel
@@ -119,11 +125,14 @@ def plan_layers(
             kernel_hwc = w.reshape(h, wd, c, f)
         fp = _padded(f)
         kernel_hwc = np.pad(kernel_hwc, ((0, 0), (0, 0), (0, cp - c), (0, fp - f)))
+        if doubled:
+            low = np.clip(kernel_hwc, -NO_VNNI_MAX, NO_VNNI_MAX)
+            kernel_hwc = np.concatenate([low, kernel_hwc - low], axis=2)
         # Padding neurons: zero weights and zero bias, so acc + bias = 0 and they never fire.
         bias = np.zeros(fp, np.int64)
         bias[:f] = value * (1 - thr.astype(np.int64))
         oihw = kernel_hwc.transpose(3, 2, 0, 1).astype(np.int8)
-        layers.append(Int8Layer(ls, oihw, bias.astype(np.int32), value, kernel, stride, pads))
+        layers.append(Int8Layer(ls, oihw, bias.astype(np.int32), value, doubled, kernel, stride, pads))
         value = SPIKE
         h, wd, c, cp = (*ls.out_shape[:2], f, fp) if kind == "conv2d" else (1, 1, f, fp)
     return layers
@@ -161,6 +170,10 @@ def build_graph(layers: list[Int8Layer], in_shape: tuple[int, int, int]) -> tupl
                 numpy_helper.from_array(layer.bias, f"{name}.b"),
                 numpy_helper.from_array(np.array(layer.input_value / SPIKE, np.float32), f"{name}.y_scale"),
             ]
+            if layer.doubled:
+                nodes.append(helper.make_node("Concat", [x, x], [f"{name}.doubled"], name=f"{name}.doubled",
+                                              axis=3))
+                x = f"{name}.doubled"
             # QLinearConv's inputs: x, its scale and zero point, w, ..., y's scale and zero point, bias.
             inputs = [x, "one", "zero_u8", f"{name}.w", "one", "zero_s8"]
             inputs += [f"{name}.y_scale", "zero_u8", f"{name}.b"]
@@ -178,7 +191,7 @@ def build_graph(layers: list[Int8Layer], in_shape: tuple[int, int, int]) -> tupl
                 )
             )
         x = name
-    names = [n.output[0] for n in nodes]
+    names = [n.output[0] for n in nodes if n.op_type != "Concat"]
     graph = helper.make_graph(
         nodes,
         "spiking",
@@ -246,10 +259,11 @@ class Int8Network:
         times = dict.fromkeys(self.outputs, 0.0)
         seen: set[str] = set()
         for event in events:
-            node = event.get("name", "").removesuffix("_kernel_time")
-            if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time") or node not in times:
+            name = event.get("name", "")
+            node = name.removesuffix("_kernel_time").removesuffix(".doubled")  # a split layer's concat is its
+            if event.get("cat") != "Node" or not name.endswith("_kernel_time") or node not in times:
                 continue
-            if node in seen:
+            if name in seen:
                 times[node] += event["dur"] / 1e6
-            seen.add(node)
+            seen.add(name)
         return times

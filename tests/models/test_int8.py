@@ -127,17 +127,36 @@ def test_weights_the_int8_path_cannot_hold_fall_back_and_say_so(value: float, re
     assert emulator.run(pixels, valid).scores.shape == (20, 5, 5, 2)  # still runs, on the other kernels
 
 
-def test_without_vnni_weights_beyond_64_are_refused() -> None:
-    """u8 x s8 pairs add in saturating int16 without VNNI: 255 * (w1 + w2) fits only for |w| <= 64."""
-    pkg = _package(CONV, 10, 2, 0)
-    emulator = Emulator(pkg, int8=False)
-    shapes, params = emulator.shapes, emulator._params
-    params["c2"][0][0, 0] = 65
-    with pytest.raises(Unsupported, match="no VNNI"):
-        Int8Network(shapes, params, vnni=False)
-    Int8Network(shapes, params, vnni=True)
-    params["c2"][0][0, 0] = 64
-    Int8Network(shapes, params, vnni=False)
+@pytest.mark.parametrize("layers,patch,stride,big", [(CONV, 10, 2, "c2"), (DENSE, 8, 8, "d1")])
+@pytest.mark.parametrize("value", [65, 127, -128])
+def test_without_vnni_weights_beyond_64_are_split_and_stay_exact(layers, patch, stride, big, value,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch) -> None:
+    """u8 x s8 pairs add in saturating int16 without VNNI: 255 * (w1 + w2) fits only for |w| <= 64, so such a
+    layer runs as two halves within +-64 over its input doubled; the first layer (spikes worth 1) cannot
+    saturate and keeps the whole int8 range."""
+    import models.int8
+
+    pkg = _package(layers, patch, stride, 0)
+    weights = {k: v.astype(np.float64) for k, v in pkg.weights.items()}
+    weights[f"{big}.w"][..., 0] = value  # a whole neuron's fan-in: many pairs of large weights meet
+    weights["c1.w"].flat[0] = value
+    monkeypatch.setattr(models.int8, "cpu_has_vnni", lambda *a: False)
+    split = Emulator(pkg, weights=weights)
+    assert split.path == "int8", split.fallback_reason
+    assert split._int8 is not None
+    nodes = {layer.shape.layer.name: layer for layer in split._int8.net.layers}
+    assert [name for name, layer in nodes.items() if layer.doubled] == [big]
+    assert int(np.abs(nodes["c1"].w.astype(np.int64)).max()) == abs(value)  # type: ignore[union-attr]
+    for layer in nodes.values():
+        if layer.w is not None and layer.input_value == 255:
+            assert np.abs(layer.w.astype(np.int64)).max() <= 64
+    pixels, valid = _pixels(200, patch, 2, 0)
+    ours = split.run(pixels, valid, keep_layers=True)
+    _same(ours, Emulator(pkg, weights=weights, int8=False).run(pixels, valid, keep_layers=True))
+    assert 0 < ours.spikes_per_layer[:, 1:].mean()
+    monkeypatch.setattr(models.int8, "cpu_has_vnni", lambda *a: True)
+    assert Emulator(pkg, weights=weights)._int8 is not None
+    assert not any(layer.doubled for layer in Emulator(pkg, weights=weights)._int8.net.layers)  # type: ignore[union-attr]
 
 
 def test_sums_beyond_the_exact_range_are_refused() -> None:
