@@ -378,40 +378,7 @@ def synapses_per_copy(card: ModelCard) -> int:
     return count_synapses(card)
 
 
-# --- detection: boxes from the score map -----------------------------------------------------------------
-
-def scene_boxes(card: ModelCard, scores: np.ndarray, spec: object, valid: np.ndarray | None = None
-                ) -> list[tuple[tuple[float, ...], float]]:
-    """Peak boxes of a score map [rows, cols, classes] in model pixels, with their scores."""
-    from models.tasks.peaks import pick_boxes
-
-    s = card.output_stride
-    ok = np.ones(scores.shape[:2], bool) if valid is None else valid
-    boxes = pick_boxes(scores, ok, spec)  # type: ignore[arg-type]
-    return [((b.x0 * s, b.y0 * s, b.x1 * s, b.y1 * s), b.score) for b in boxes]
-
-
-def box_scores(card: ModelCard, scenes: list[datasets.Scene], maps: list[np.ndarray],
-               min_scores: list[float], valid: list[np.ndarray] | None = None
-               ) -> dict[float, dict[str, object]]:
-    """Box P/R/F1 at IoU >= 0.4 (``models.evaluate.match_boxes``) per min_score, per scene and pooled."""
-    from models.evaluate import Matching, match_boxes
-    from models.tasks import VectorParams
-    from models.tasks.detection import peak_spec
-
-    out: dict[float, dict[str, object]] = {}
-    for ms in min_scores:
-        spec = peak_spec(card, card.gsd_m * card.output_stride, VectorParams(min_score=ms))
-        per, total = {}, Matching(0, 0, 0)
-        for i, (scene, scores) in enumerate(zip(scenes, maps, strict=True)):
-            assert scene.boxes is not None
-            found = scene_boxes(card, scores, spec, None if valid is None else valid[i])
-            m = match_boxes(found, [tuple(b) for b in scene.boxes])
-            per[scene.name] = m.as_dict()
-            total = total + m
-        out[ms] = {"images": per, "overall": total.as_dict()}
-    return out
-
+# --- detection: the peak threshold, chosen on the validation strips ----------------------------------------
 
 def scene_score_maps(card: ModelCard, scenes: list[datasets.Scene], predict: ScorePredictor
                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -429,16 +396,13 @@ def scene_score_maps(card: ModelCard, scenes: list[datasets.Scene], predict: Sco
 
 def tune_detection(pkg: ModelPackage, scenes: list[datasets.Scene], candidates: list[float]
                    ) -> tuple[ModelCard, dict[str, object]]:
-    """Choose the card's ``detection.min_score`` on the validation scenes (never trained on): the spiking
-    package's score map from the production chip grid and mosaic (``workers.arrayscan``), peak-picked,
-    boxes matched at IoU >= 0.4; the pooled F1 decides (the lower threshold on a tie)."""
-    card = pkg.card
-    maps, valid = scene_score_maps(card, scenes, emulator_predictor(pkg))
-    table = box_scores(card, scenes, maps, candidates, valid)
-    best = max(candidates, key=lambda ms: (table[ms]["overall"]["f1"], -ms))  # type: ignore[index]
-    card = card.model_copy(update={"detection": card.detection.model_copy(update={"min_score": best})})
-    return card, {"chosen_min_score": best, **table[best],
-                  "f1_by_min_score": {str(ms): table[ms]["overall"]["f1"]  # type: ignore[index]
-                                      for ms in candidates},
-                  "how": "spiking package on the validation strips, workers.arrayscan chip grid + mosaic, "
-                         "models.tasks.peaks, models.evaluate.match_boxes"}
+    """The card with ``detection.min_score`` chosen on the validation scenes (never trained on) from the
+    spiking package's score maps (production chip grid and mosaic), by ``models.tasks.detection``."""
+    from models.tasks.detection import LabelledMap, choose_min_score
+
+    maps, valid = scene_score_maps(pkg.card, scenes, emulator_predictor(pkg))
+    labelled = []
+    for scene, m, v in zip(scenes, maps, valid, strict=True):
+        assert scene.boxes is not None  # tree scenes carry their hand-drawn boxes
+        labelled.append(LabelledMap(scene.name, [tuple(b) for b in scene.boxes], m, v))
+    return choose_min_score(pkg.card, labelled, candidates)

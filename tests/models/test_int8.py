@@ -12,7 +12,6 @@ from models import package
 from models.card import Band, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
 from models.emulator import Emulator, softmax
 from models.encoding import encode
-from models.int8 import Int8Network, Unsupported
 from models.int8_codec import Thermometer
 from models.network import layer_shapes, weight_shape
 from tests.models.test_pynn_net import CONV, DENSE, _package

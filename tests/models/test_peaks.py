@@ -94,3 +94,31 @@ def test_true_labels_round_trip_to_the_truth_boxes(tmp_path) -> None:  # type: i
     m = match_boxes(predicted, osbs.truth)
     assert m.predicted <= len(osbs.truth)  # two crowns can share a centre cell, never more boxes than crowns
     assert m.f1 >= 0.85, m.as_dict()
+
+
+def test_min_score_is_chosen_where_validation_boxes_score_best(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """True OSBS_029 crown centres at 0.9 plus isolated false peaks at 0.3: of the candidate thresholds the
+    one between them wins (0.2 keeps the false peaks, 0.95 finds nothing), and the card carries it."""
+    from models import package
+    from models.tasks.detection import LabelledMap, choose_min_score
+
+    card = package.load("trees-rgb").card
+    card = card.model_copy(update={"detection": card.detection.model_copy(update={"sigma_cells": 0.0})})
+    osbs = next(h for h in held_out_trees(tmp_path) if h.name == "OSBS_029")
+    model_px = card.gsd_m / 0.1  # source pixels (0.1 m) per model pixel
+    cell_px = card.output_stride * model_px
+    h = w = int(400 // cell_px)
+    scores = np.zeros((h, w, 4), np.float32)
+    for x0, y0, x1, y1 in osbs.truth:
+        scores[int((y0 + y1) / 2 // cell_px), int((x0 + x1) / 2 // cell_px), 2] = 0.9
+    far = ndimage.binary_dilation(scores[..., 2] > 0, iterations=4)
+    rng = np.random.default_rng(0)
+    free = np.flatnonzero(~far)
+    scores[..., 1].flat[rng.choice(free, 25, replace=False)] = 0.3
+    scores[..., 0] = 1 - scores[..., 1:].sum(-1)
+    truth = [tuple(v / model_px for v in b) for b in osbs.truth]
+    labelled = [LabelledMap("OSBS_029", truth, scores, np.ones((h, w), bool))]
+    chosen, report = choose_min_score(card, labelled, [0.2, 0.5, 0.95])
+    assert chosen.detection.min_score == 0.5 == report["chosen_min_score"]
+    f1 = report["f1_by_min_score"]
+    assert f1["0.5"] > f1["0.2"] and f1["0.95"] == 0.0, f1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models import package, train
+from models import datasets, package, train
 from models.network import count_synapses
 from spikescan.cli import main as cli_main
 from spikescan.errors import InvalidInput
@@ -104,3 +104,20 @@ def test_training_reproduces_the_shipped_card(name: str, tmp_path: Path) -> None
         ours, theirs = again.card.metrics[key], shipped.card.metrics[key]
         score = "f1" if shipped.card.task == "detection" else "overall_accuracy"
         assert ours[score] == pytest.approx(theirs[score], abs=0.03), key  # type: ignore[index]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("fold", ["trees-rgb", "trees-rgb/folds/holdout-OSBS_029"])
+def test_detection_threshold_table_in_the_card_is_what_tuning_gives(fold: str) -> None:
+    """Re-running the peak-threshold choice on the package's own validation strips (same holdout) gives the
+    card's recorded table and threshold: the card's validation figures come from the shipped code path."""
+    from models.package import ZOO
+
+    pkg = package.load(ZOO / fold)
+    recipe = train.load_recipe("trees-rgb")
+    prepared = datasets.prepare(recipe, tuple(pkg.card.training["holdout"]))  # type: ignore[arg-type]
+    card, tuned = train.tune_detection(pkg, prepared.test, [float(v) for v in recipe["tune_min_score"]])
+    recorded = pkg.card.metrics["validation_boxes_iou40"]
+    assert card.detection.min_score == pkg.card.detection.min_score == tuned["chosen_min_score"]
+    assert tuned["f1_by_min_score"] == recorded["f1_by_min_score"]  # type: ignore[index]
+    assert tuned["overall"] == recorded["overall"]  # type: ignore[index]
