@@ -206,6 +206,19 @@ class Scene:
         self.check: Any = None  # what workers.input_check decided (its InputCheck), for the report
 
     @property
+    def block_shape(self) -> tuple[int, int] | None:
+        """The file's internal block (width, height) in model pixels; None when it is stored in strips one
+        row high or blocks of unequal size across bands (no layout worth aligning reads to)."""
+        shapes = {self._src.block_shapes[i - 1] for i in self.band_indexes}
+        if len(shapes) != 1:
+            return None
+        (bh, bw), = shapes
+        if bh <= 1:
+            return None
+        fx, fy = self.resampled.factor if self.resampled else (1.0, 1.0)
+        return int(bw // fx), int(bh // fy)
+
+    @property
     def declares_nodata(self) -> bool:
         """Whether the file itself marks invalid pixels of the used bands (nodata value, mask or alpha)."""
         return any(self._src.mask_flag_enums[i - 1] != [MaskFlags.all_valid] for i in self.band_indexes)

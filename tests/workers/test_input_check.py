@@ -311,3 +311,17 @@ def test_scene_standardisation_reaches_every_chip(
         rasterio.open(ref_out / "classes.tif") as want,
     ):
         assert np.array_equal(got.read(), want.read())
+
+
+def test_large_scenes_sample_fewer_windows_each_inside_one_block() -> None:
+    """Windows per axis grow with the scene (3 at 1-2k model pixels, 8 from 4k), and with the file's blocks
+    known every window but the edge ones lies inside a single block (one decode each)."""
+    block = (256, 256)
+    for size, per_axis in ((1100, 3), (2048, 4), (4096, 8), (40000, 8)):
+        windows = input_check.sample_windows(size, size, block)
+        xs = sorted({int(w.col_off) for w in windows})
+        assert len(xs) == per_axis, (size, xs)
+        assert xs[0] == 0 and xs[-1] + input_check.SAMPLE_WINDOW == size
+        for x in xs[1:-1]:
+            assert x // block[0] == (x + input_check.SAMPLE_WINDOW - 1) // block[0], (size, x)
+    assert input_check.sample_windows(489, 443, block) == input_check.sample_windows(489, 443)
