@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 from service import errors
 from service.deps import Services
-from service.routes import batches, jobs, results, system, web
+from service.routes import batches, jobs, results, signed, system, web
 from service.storage import sweep_stale_uploads, uploads_dir
 from spikescan.config import Settings
 from workers.pipeline import GDAL_CACHE_MB
@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = svc
     errors.install(app)
-    for module in (jobs, batches, results, system):
+    for module in (jobs, batches, results, signed, system):
         app.include_router(module.router)
     web.install(app)
     app.middleware("http")(_count_requests(svc))
