@@ -7,8 +7,9 @@ EXTRAS ?= train,test,nest,spinnaker
 DEMO_OUT ?= demo-output
 
 WEB_VENDOR := service/web/vendor/leaflet.js
+APIDOCS_VENDOR := service/apidocs/swagger-ui-bundle.js
 
-.PHONY: demo test test-slow env data web browser lint clean
+.PHONY: demo test test-slow env data web apidocs browser lint clean
 
 env: $(STAMP)
 
@@ -33,11 +34,16 @@ demo: data
 web:
 	test -f $(WEB_VENDOR) || (cd web && npm ci --no-audit --no-fund && node build.mjs)
 
+# Swagger UI and ReDoc for /docs and /redoc, committed like Leaflet; fetched (apidocs/package-lock.json) only
+# when missing.
+apidocs:
+	test -f $(APIDOCS_VENDOR) || (cd apidocs && npm ci --no-audit --no-fund && node build.mjs)
+
 # The web map's end-to-end test drives Debian's Chromium (Playwright never downloads a browser here).
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: data web browser
+test: data web apidocs browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: data

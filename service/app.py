@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 from service import errors
 from service.deps import Services
-from service.routes import batches, jobs, results, system, web
+from service.routes import apidocs, batches, jobs, results, signed, system, web
 from service.storage import sweep_stale_uploads, uploads_dir
 from spikescan.config import Settings
 from workers.pipeline import GDAL_CACHE_MB
@@ -43,12 +43,15 @@ def create_app(settings: Settings) -> FastAPI:
         version=version("spikescan"),
         lifespan=lifespan,
         summary="Chip GeoTIFFs, scan each patch with a spiking CNN, get map layers back.",
+        docs_url=None,  # served by service.routes.apidocs from bundled assets, not FastAPI's CDN pages
+        redoc_url=None,
     )
     app.state.services = svc
     errors.install(app)
-    for module in (jobs, batches, results, system):
+    for module in (jobs, batches, results, signed, system):
         app.include_router(module.router)
     web.install(app)
+    apidocs.install(app)
     app.middleware("http")(_count_requests(svc))
     return app
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from service.auth import Keyring, presented_key, require_owner
 from service.metrics import Metrics
+from service.signing import UrlSigner
 from service.submission import Submitter
 from spikescan.config import Settings
 from workers.jobs import Job, JobStore
@@ -25,6 +26,7 @@ class Services:
     keyring: Keyring
     submitter: Submitter
     metrics: Metrics
+    signer: UrlSigner | None  # signed result URLs; None on an open server
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -41,6 +43,7 @@ class Services:
             Keyring(settings.api_keys),
             Submitter(settings, store, streams.chip),
             Metrics(store, streams.all()),
+            UrlSigner.from_settings(settings),
         )
 
 

@@ -21,7 +21,7 @@ KEEPALIVE_S = 15.0
 
 def _snapshot(svc: Services, job_id: str, base: str) -> JobOut | None:
     job = svc.store.find(job_id)
-    return JobOut.of(job, svc.store.failures(job_id), base) if job else None
+    return JobOut.of(job, svc.store.failures(job_id), base, svc.signer) if job else None
 
 
 async def job_events(

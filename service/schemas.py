@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.signing import UrlSigner
 from workers.jobs import OUTPUTS, Job
 
 SCALE_HELP = "multiply the pixels by this before the encoding (e.g. 0.0039: a 16-bit scene, an 8-bit model)"
@@ -40,6 +42,12 @@ class BatchSubmission(BaseModel):
     nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
 
 
+LINKS_HELP = (
+    "self, events, tiles and one link per result file; with API keys on, also `signed:<file>` and "
+    "`signed:tiles`: expiring URLs that work with no key header (QGIS, GDAL /vsicurl/, a browser)"
+)
+
+
 class Progress(BaseModel):
     chips_total: int
     chips_done: int
@@ -54,6 +62,7 @@ class JobOut(BaseModel):
     id: str
     status: str
     model: str
+    scene_name: str = Field(description="the uploaded file's name, or the basename of the submitted uri")
     batch: str | None = None
     created: float
     updated: float
@@ -64,14 +73,15 @@ class JobOut(BaseModel):
     # About the input (workers/input_check.py): {code, message, ...}; from a sample at submission, from
     # every pixel once chipped.
     warnings: list[dict[str, Any]] = Field(default_factory=list)
-    links: dict[str, str]
+    links: dict[str, str] = Field(description=LINKS_HELP)
 
     @classmethod
-    def of(cls, job: Job, failures: dict[str, str], base: str) -> JobOut:
+    def of(cls, job: Job, failures: dict[str, str], base: str, signer: UrlSigner | None = None) -> JobOut:
         return cls(
             id=job.id,
             status=job.status,
             model=job.model,
+            scene_name=job.scene_name or Path(job.scene).name,
             batch=job.batch or None,
             created=job.created,
             updated=job.updated,
@@ -88,26 +98,40 @@ class JobOut(BaseModel):
             error=job.error or None,
             failed_chips=failures,
             warnings=job.warnings(),
-            links=links(job, base),
+            links=links(job, base, signer),
         )
 
 
-def links(job: Job, base: str) -> dict[str, str]:
+def links(job: Job, base: str, signer: UrlSigner | None = None) -> dict[str, str]:
     root = f"{base}/v1/jobs/{job.id}"
-    out = {"self": root, "events": f"{root}/events", "tiles": f"{root}/tiles/{{z}}/{{x}}/{{y}}.png"}
+    tiles = "tiles/{z}/{x}/{y}.png"
+    out = {"self": root, "events": f"{root}/events", "tiles": f"{root}/{tiles}"}
     out.update({name: f"{root}/results/{name}" for name in OUTPUTS})
+    if signer is not None:
+        signed = f"{root}/signed/{signer.token(job.id, job.owner, signer.expiry())}"
+        out.update({f"signed:{name}": f"{signed}/results/{name}" for name in OUTPUTS})
+        out["signed:tiles"] = f"{signed}/{tiles}"
     return out
 
 
 class Accepted(BaseModel):
     id: str
     status: str
-    links: dict[str, str]
+    links: dict[str, str] = Field(description=LINKS_HELP)
+
+
+class SceneError(BaseModel):
+    """One scene of a batch that was refused, and why (the error a single submission would have got)."""
+
+    scene: str = Field(description="the file name of an uploaded scene, or the uri as given")
+    status: int
+    error: ErrorDetail
 
 
 class BatchOut(BaseModel):
     id: str
     jobs: list[Accepted]
+    errors: list[SceneError] = Field(default_factory=list, description="the scenes refused, each on its own")
 
 
 class BatchStatus(BaseModel):

@@ -132,6 +132,7 @@ class Submitter:
                 (model, model_id),
                 scene,
                 uploaded=True,
+                scene_name=staged.filename or "upload",
                 bands=bands,
                 stride=stride,
                 batch=batch,
@@ -159,6 +160,7 @@ class Submitter:
             (model, model_id),
             scene,
             uploaded=False,
+            scene_name=uri_name(uri),
             bands=bands,
             stride=stride,
             batch=batch,
@@ -173,6 +175,7 @@ class Submitter:
         scene: Path,
         *,
         uploaded: bool,
+        scene_name: str,
         bands: str | None,
         stride: int | None,
         batch: str,
@@ -184,6 +187,7 @@ class Submitter:
             *model,
             scene,
             uploaded=uploaded,
+            scene_name=scene_name,
             bands=bands or "",
             stride=stride,
             backend=self.settings.backend,
@@ -221,3 +225,9 @@ class Submitter:
         if not real.is_file():
             raise InvalidScene(f"{uri}: no such file under the input roots")
         return real
+
+
+def uri_name(uri: str) -> str:
+    """The scene's name as the caller gave it: the basename of the uri (before symlinks are resolved)."""
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path) if parsed.scheme else uri).name or uri

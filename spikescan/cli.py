@@ -104,9 +104,18 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _settings():  # type: ignore[no-untyped-def]
-    from spikescan.config import get_settings
+    from pydantic import ValidationError
 
-    return get_settings()
+    from spikescan.config import get_settings
+    from spikescan.errors import InvalidInput
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        # A misconfigured environment is the operator's mistake: one line naming the variable, exit 2.
+        first = exc.errors()[0]
+        name = "SPIKESCAN_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise InvalidInput(f"configuration: {name}: {first['msg']}") from None
 
 
 def _fraction(text: str) -> float:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +23,19 @@ def _split(value: object) -> object:
     return value
 
 
+# A path list separator (``:`` on POSIX, as in $PATH) that is not a URL scheme's ``://``.
+_PATHSEP = re.compile(re.escape(os.pathsep) + r"(?!//)")
+
+
+def _split_roots(value: object) -> object:
+    """Input roots: comma- (or semicolon-) separated as documented, and ``os.pathsep``-separated as a shell
+    user writes path lists (``/data/a:/data/b``); URL prefixes such as ``s3://bucket/`` stay whole."""
+    parts = _split(value)
+    if isinstance(parts, list):
+        return [p.strip() for part in parts for p in _PATHSEP.split(str(part)) if p.strip()]
+    return parts
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPIKESCAN_", extra="ignore")
 
@@ -33,6 +48,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Signed result URLs (service/signing.py): the HMAC secret (default: derived from the API keys) and how
+    # long a link works.
+    url_signing_secret: SecretStr | None = None
+    signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_upload_mb: int = 2048
     # Pixels per band a scene's header may claim; checked before any pixel is read, so a tiny file claiming
     # 10^6 x 10^6 cannot start a job of 10^9 chips. 4e10 is 200k x 200k: above the largest single-file
@@ -52,10 +71,25 @@ class Settings(BaseSettings):
     # A chip held longer than this by a silent worker is reclaimed by another.
     chip_claim_timeout_s: float = 60.0
 
-    @field_validator("input_roots", "api_keys", mode="before")
+    @field_validator("api_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("input_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        roots = _split_roots(value)
+        # A relative root would depend on the server's working directory: refused at start-up, by name.
+        relative = [str(r) for r in roots if "://" not in str(r) and not os.path.isabs(r)] if isinstance(
+            roots, list
+        ) else []
+        if relative:
+            raise ValueError(
+                f"SPIKESCAN_INPUT_ROOTS must hold absolute paths or URL prefixes, separated by commas or "
+                f"{os.pathsep!r}; not absolute: {', '.join(relative)}"
+            )
+        return roots
 
 
 def get_settings() -> Settings:

@@ -85,6 +85,18 @@ class Unauthorized(SpikescanError, PermissionError):
     code = "unauthorized"
 
 
+class SignatureInvalid(Unauthorized):
+    """A signed result URL whose signature does not match (altered, or made for another job)."""
+
+    code = "bad_signature"
+
+
+class SignatureExpired(Forbidden):
+    """A signed result URL past its expiry: the job record offers fresh ones."""
+
+    code = "signature_expired"
+
+
 class PayloadTooLarge(InvalidInput):
     code = "too_large"
 

@@ -5,10 +5,13 @@ Cloud-Optimized GeoTIFFs with internal overviews (GDAL reads the temporary files
 is bounded in memory too) and removes the temporaries.
 
 - ``classes.tif``: uint8 argmax class per output cell, 255 = no data (no valid chip saw the cell); a colour
-  table from the card's colours; class names in the metadata (``CLASSES`` JSON list, ``CLASS_<i>``).
+  table from the card's colours; class names in the metadata (``CLASSES`` JSON list, ``CLASS_<i>``). Beside
+  it ``classes.tif.aux.xml`` (``workers.pam``): the colours with their alpha, category names and a RAT.
 - ``scores.tif``: one uint8 band per class (score × 255; the band scale 1/255 gives back 0..1), then ``hits``
   (chips that contributed, capped at 255) and ``disagreement`` (the mosaic's seam score × 510, i.e. 255 at
-  the largest disagreement two chips can have). Band descriptions name each band.
+  the largest disagreement two chips can have). Band descriptions name each band. Every band is data:
+  grey/undefined colour interpretation (GDAL's default for 3-4 uint8 bands is RGB(A), which made readers
+  take ``disagreement`` for transparency).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from spikescan.errors import OutputError
 from workers.mosaic import Strip
+from workers.pam import write_class_sidecar
 
 NODATA_CLASS = 255
 TILE = 256
@@ -49,6 +54,7 @@ class LayerWriter:
     ) -> None:
         self.out_dir = out_dir
         self.classes = classes
+        self.colors = colors
         self._size = (width, height)
         base = {
             "driver": "GTiff",
@@ -63,7 +69,9 @@ class LayerWriter:
         }
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self._scores = rasterio.open(out_dir / ".scores.tmp.tif", "w", count=len(classes) + 2, **base)
+            self._scores = rasterio.open(
+                out_dir / ".scores.tmp.tif", "w", count=len(classes) + 2, photometric="MINISBLACK", **base
+            )
             self._classes = rasterio.open(
                 out_dir / ".classes.tmp.tif", "w", count=1, nodata=NODATA_CLASS, **base
             )
@@ -75,6 +83,7 @@ class LayerWriter:
         names = [f"score:{c}" for c in classes] + ["hits", "disagreement"]
         for i, name in enumerate(names, start=1):
             self._scores.set_band_description(i, name)
+        self._scores.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (len(names) - 1)
         self._scores.scales = [1 / 255] * len(classes) + [1.0, 1 / 510]
         self._scores.update_tags(
             CLASSES=json.dumps(classes),
@@ -118,6 +127,10 @@ class LayerWriter:
             future.result()  # the first failure, once both have stopped
         for _name, ds, _resampling in layers:
             Path(ds.name).unlink()
+        try:
+            write_class_sidecar(paths["classes"], self.classes, self.colors, NODATA_CLASS)
+        except OSError as exc:
+            raise write_failed(self.out_dir, exc) from None
         return paths
 
     def abort(self) -> None:

@@ -34,7 +34,17 @@ _NEXT: dict[str, tuple[str, ...]] = {
     "running": ("running", "mosaicking"),
     "mosaicking": ("mosaicking", "done"),
 }
-OUTPUTS = ("classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json")
+OUTPUTS = (
+    "classes.tif",
+    "scores.tif",
+    "detections.geojson",
+    "detections.gpkg",
+    "detections.fgb",
+    "item.json",
+    "report.json",
+)
+# Served beside the outputs, never listed as one: GDAL's sidecar for classes.tif (RGBA colours, class names).
+SIDECARS = ("classes.tif.aux.xml",)
 
 # KEYS: job hash. ARGV: new status, now, then field/value pairs. Returns 1, or 0 if the move is not allowed.
 _TRANSITION = """
@@ -173,6 +183,7 @@ class Job:
     created: float
     updated: float
     model_id: str = ""
+    scene_name: str = ""  # what the user called the scene: the upload's file name, the URI's basename
     uploaded: bool = False
     bands: str = ""
     stride: int | None = None
@@ -311,6 +322,7 @@ class JobStore:
         scene: Path,
         *,
         uploaded: bool,
+        scene_name: str = "",
         bands: str = "",
         stride: int | None = None,
         backend: str = "",
@@ -327,6 +339,7 @@ class JobStore:
             "model": model,
             "model_id": model_id,
             "scene": str(scene),
+            "scene_name": scene_name or scene.name,
             "created": now,
             "updated": now,
             "uploaded": int(uploaded),
@@ -362,6 +375,11 @@ class JobStore:
 
     def ids_of(self, owner: str) -> list[str]:
         return sorted(x.decode() for x in self.client.smembers(f"{PREFIX}:owner:{owner}"))
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        """The owner's jobs, newest first (ids are random: the order is the records' creation time)."""
+        jobs = [j for j in (self.find(i) for i in self.ids_of(owner)) if j is not None]
+        return sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
 
     def count_by_status(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

@@ -22,7 +22,7 @@ from models import package as model_package
 from models.package import ModelPackage
 from models.tasks import Footprint, VectorParams, for_card
 from spikescan.config import Settings, get_settings
-from workers import input_check, report, stac
+from workers import input_check, report, stac, vector_formats
 from workers.backends import Backend, BatchResult, get_backend
 from workers.batching import RowBatcher
 from workers.chips import ChipGrid, cell_validity
@@ -90,9 +90,11 @@ class OutputWriters:
         self.sink = StripTee(self.layers, self.vectors)
 
     def finish(self, watch: report.Stopwatch) -> int:
-        """COGs and the vector layer completed; the number of features written."""
+        """COGs and the vector layers completed; the number of features written."""
         with watch.stage("vectors"):
             n = self.vectors.finish()
+            # From the finished GeoJSON: small, and no raster is held for it.
+            vector_formats.export(self.vectors.path, self.vectors.path.parent)
         with watch.stage("cog"):
             self.layers.finish()
         return n
@@ -115,10 +117,13 @@ def run(
     on_progress: ProgressCallback | None = None,
     vector_params: VectorParams | None = None,
     inputs: input_check.InputOptions | None = None,
+    scene_name: str | None = None,
 ) -> dict[str, Any]:
-    """Scan one scene and write classes.tif, scores.tif, detections.geojson, item.json, report.json.
+    """Scan one scene and write classes.tif, scores.tif, detections.geojson (+ .gpkg, .fgb), item.json,
+    report.json.
 
-    ``inputs`` carries the user's ``--scale`` and ``--nodata`` (``workers.input_check``).
+    ``inputs`` carries the user's ``--scale`` and ``--nodata`` (``workers.input_check``). ``scene_name``
+    (default: the file's name) names the scene in report.json and the STAC Item.
 
     ``vector_params`` overrides the card's detection settings (``--min-score``, ``--nms-iou``).
     Returns the report (also written to ``out_dir/report.json``).
@@ -135,6 +140,7 @@ def run(
             Progress.factory(quiet, on_progress),
             vector_params,
             inputs,
+            scene_name,
         )
 
 
@@ -149,6 +155,7 @@ def _run(
     make_progress: Callable[[int], Progress],
     vector_params: VectorParams | None = None,
     inputs: input_check.InputOptions | None = None,
+    scene_name: str | None = None,
 ) -> dict[str, Any]:
     watch = report.Stopwatch()
     pkg = model if isinstance(model, ModelPackage) else model_package.load(model, settings.models_dir)
@@ -189,7 +196,7 @@ def _run(
                 writers.abort()
             raise
         context = {"scene": scene, "grid": grid, "engine": engine, "counters": counters}
-        return finish_outputs(out, pkg, watch, **context)
+        return finish_outputs(out, pkg, watch, **context, scene_name=scene_name or Path(scene_path).name)
 
 
 def _discard(loading: Future[Backend]) -> None:
@@ -252,8 +259,11 @@ def finish_outputs(
     grid: ChipGrid,
     engine: Backend,
     counters: report.Counters,
+    scene_name: str | None = None,
 ) -> dict[str, Any]:
-    """item.json and report.json for the finished rasters and vector layer in ``out``."""
+    """item.json and report.json for the finished rasters and vector layer in ``out``; ``scene_name`` is
+    what the user called the scene (an upload's file name), default the file's own name."""
+    name = scene_name or scene.path.name
     n_det = counters.detections
     resampling = scene.resampled.note() if scene.resampled else None
     outputs = {name: str(out / href) for name, (href, *_rest) in stac.ASSETS.items()} | {
@@ -261,6 +271,7 @@ def finish_outputs(
     }
     rep = report.build_report(
         scene=scene.path,
+        scene_name=name,
         source_shape=scene.source_shape,
         model={"name": pkg.card.name, "version": pkg.card.version, "id": pkg.id},
         backend=engine.name,
@@ -291,11 +302,13 @@ def finish_outputs(
         "spikescan:detections": n_det,
     }
     item = stac.build_item(
-        stac.item_id(scene.path, pkg.card.name, pkg.id),
+        stac.item_id(name, pkg.card.name, pkg.id),
         scene.crs,
         output_transform(scene, grid),
         (grid.out_height, grid.out_width),
         props,
+        acquired=scene.acquired,
+        title=f"{name}: {pkg.card.name}",
     )
     report.write_json(out / "item.json", item)
     report.write_json(out / "report.json", rep)

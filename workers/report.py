@@ -47,6 +47,7 @@ class Counters:
 def build_report(
     *,
     scene: Path,
+    scene_name: str | None = None,
     source_shape: tuple[int, int],
     model: dict[str, str],
     backend: str,
@@ -69,6 +70,7 @@ def build_report(
     energy = None if energy_per_chip_j is None else energy_per_chip_j * processed
     return {
         "scene": str(scene),
+        "scene_name": scene_name or scene.name,
         "scene_shape": list(source_shape),
         "model": model,
         "backend": backend,
@@ -98,19 +100,24 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Backends whose chips run on SpiNNaker hardware; report.json keeps the estimate for every backend.
+BOARD_BACKENDS = frozenset({"spinnaker"})
+
+
 def summary(report: dict[str, Any], out_dir: Path) -> str:
     chips = report["chips"]
     energy = report["energy_j"]
+    rates = (
+        f"{report['chips_per_s']:.1f} chips/s, {report['megapixels_per_s']:.3f} MP/s, "
+        f"{report['spikes_per_chip']:.0f} spikes/chip"
+    )
+    # Board energy only for a run on a board: on a CPU (emulator, NEST) it would read as this run's own cost.
+    if report["backend"] in BOARD_BACKENDS and energy is not None:
+        rates += f", board energy {energy:.3g} J (estimate, SpiNN-5 power model)"
     lines = [
         f"scanned {chips['processed']} of {chips['total']} chips ({chips['skipped']} all-nodata skipped) "
         f"with {report['model']['name']} on {report['backend']} in {report['wall_time_s']['total']:.2f} s",
-        f"{report['chips_per_s']:.1f} chips/s, {report['megapixels_per_s']:.3f} MP/s, "
-        f"{report['spikes_per_chip']:.0f} spikes/chip, board energy "
-        + (
-            f"{energy:.3g} J (estimate, SpiNN-5 power model)"
-            if energy is not None
-            else "unknown (no estimate for this backend)"
-        ),
+        rates,
         f"{report['detections']} detections",
     ]
     if report["resampling"]:

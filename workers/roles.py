@@ -610,6 +610,7 @@ def _finish_mosaic(w: Worker, m: _Mosaic) -> None:
             grid=m.grid,
             engine=info,  # type: ignore[arg-type]
             counters=counters,
+            scene_name=job.scene_name or None,
         )
     del w.mosaics[job.id]
     _record_done(w, job, m.delivery)

@@ -48,6 +48,7 @@ from models import normalisation
 from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
 from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge
+from workers import acquisition
 from workers.chips import Chip, ChipGrid
 
 GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
@@ -204,6 +205,7 @@ class Scene:
         self.norm: tuple[Normalisation, normalisation.SceneStats] | None = None
         self.tally = PixelCounts(len(band_indexes))
         self.check: Any = None  # what workers.input_check decided (its InputCheck), for the report
+        self.acquired = acquisition.from_dataset(src)  # for STAC's datetime
 
     @property
     def block_shape(self) -> tuple[int, int] | None:
@@ -577,7 +579,17 @@ def _warped(src: rasterio.DatasetReader, plan: Resampled, nodata: float | None =
         resampling=Resampling[plan.method],
         # An undeclared fill value declared to the warp: averaged in, it would bleed into the data's edge.
         **({"src_nodata": nodata, "nodata": nodata} if nodata is not None else {}),
+        # A mask band (a JPEG orthophoto's internal mask) is honoured by the warp, but without a destination
+        # alpha the masked area comes out as valid zeros — "background" in the map. An alpha band carries
+        # the mask through, and read_masks then sees it. (A source alpha band is carried through by GDAL.)
+        add_alpha=_mask_band_only(src),
     )
+
+
+def _mask_band_only(src: rasterio.DatasetReader) -> bool:
+    """Whether validity comes from a GDAL mask band (internal or .msk), not from nodata or an alpha band."""
+    flags = src.mask_flag_enums[0]
+    return MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
 
 
 def _clip(window: Window, width: int, height: int) -> Window | None:

@@ -4,12 +4,18 @@ The geometry is the scene's footprint in EPSG:4326 (edges densified before repro
 honest); ``proj:*`` describe the output grid of the two rasters. Properties carry what produced the result:
 the model's content id, the backend, the chip grid, timings, spike counts and the energy estimate (null when
 the backend cannot estimate it).
+
+``datetime`` is when the scene was acquired (``workers.acquisition``: from the scene's own metadata); a date
+without a time is given as ``start_datetime``/``end_datetime`` of that day, and an unknown acquisition as
+``datetime: null`` with the honest range "before this processing" (STAC requires a range when ``datetime`` is
+null). When the outputs were made is ``created`` (and the ``spikescan:acquisition`` property says where the
+time came from).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+import re
 from typing import Any
 
 from affine import Affine
@@ -17,6 +23,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box, mapping
 from shapely.geometry.polygon import orient
+
+from workers.acquisition import Acquired, iso
 
 STAC_VERSION = "1.1.0"
 PROJECTION_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -26,6 +34,10 @@ ASSETS = {
     "classes": ("classes.tif", COG_TYPE, ["data"], "class index per output cell (255 = no data)"),
     "scores": ("scores.tif", COG_TYPE, ["data"], "per-class scores, hits and disagreement bands"),
     "detections": ("detections.geojson", "application/geo+json", ["data"], "merged target-class detections"),
+    "detections-gpkg": ("detections.gpkg", "application/geopackage+sqlite3", ["data"],
+                        "the detections as a GeoPackage layer"),
+    "detections-fgb": ("detections.fgb", "application/vnd.flatgeobuf", ["data"],
+                       "the detections as FlatGeobuf"),
     "report": ("report.json", "application/json", ["metadata"], "chips, throughput, spikes, timings"),
 }
 
@@ -39,8 +51,32 @@ def footprint(bounds: tuple[float, float, float, float], crs: CRS) -> dict[str, 
     return mapping(orient(Polygon(zip(lon, lat, strict=True)), sign=1.0))
 
 
+# The earliest acquisition an unknown scene is assumed to have: older than any imagery worth scanning.
+UNKNOWN_SINCE = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+
+
+def when_acquired(acquired: Acquired | None, now: dt.datetime) -> dict[str, Any]:
+    """STAC's time fields: an instant as ``datetime``; otherwise ``datetime: null`` and a range."""
+    if acquired is not None and acquired.instant:
+        return {"datetime": iso(acquired.start), "spikescan:acquisition": acquired.source}
+    start, end = (acquired.start, acquired.end) if acquired else (UNKNOWN_SINCE, now)
+    return {
+        "datetime": None,
+        "start_datetime": iso(start),
+        "end_datetime": iso(end),
+        "spikescan:acquisition": acquired.source if acquired else "unknown",
+    }
+
+
 def build_item(
-    item_id: str, crs: CRS, transform: Affine, shape: tuple[int, int], properties: dict[str, Any]
+    item_id: str,
+    crs: CRS,
+    transform: Affine,
+    shape: tuple[int, int],
+    properties: dict[str, Any],
+    *,
+    acquired: Acquired | None = None,
+    title: str | None = None,
 ) -> dict[str, Any]:
     """A STAC Item for outputs on the grid ``transform`` × ``shape`` (rows, cols) in ``crs``."""
     h, w = shape
@@ -51,7 +87,7 @@ def build_item(
     xs = [c[0] for c in geometry["coordinates"][0]]
     ys = [c[1] for c in geometry["coordinates"][0]]
     epsg = crs.to_epsg()
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,
@@ -60,8 +96,9 @@ def build_item(
         "geometry": geometry,
         "bbox": [min(xs), min(ys), max(xs), max(ys)],
         "properties": {
-            "datetime": now,
-            "created": now,
+            **({"title": title} if title else {}),
+            **when_acquired(acquired, now),
+            "created": iso(now),
             "proj:code": f"EPSG:{epsg}" if epsg else None,
             **({} if epsg else {"proj:wkt2": crs.to_wkt()}),
             "proj:shape": [h, w],
@@ -77,5 +114,8 @@ def build_item(
     }
 
 
-def item_id(scene: Path, model_name: str, model_id: str) -> str:
-    return f"{scene.stem}-{model_name}-{model_id.split(':')[-1][:12]}"
+def item_id(scene_name: str, model_name: str, model_id: str) -> str:
+    """``<scene file's stem>-<model>-<id prefix>``, the stem made safe for URLs and file names."""
+    stem = scene_name.rsplit(".", 1)[0] if "." in scene_name.strip(".") else scene_name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "scene"
+    return f"{safe}-{model_name}-{model_id.split(':')[-1][:12]}"

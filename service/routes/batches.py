@@ -1,4 +1,8 @@
-"""``/v1/batches``: many scenes in one request — all accepted, or none."""
+"""``/v1/batches``: many scenes in one request, each accepted or refused on its own.
+
+A batch answers 202 with the jobs of the scenes accepted and ``errors``: each refused scene with the status
+and error a single submission of it would have got. Only when no scene is accepted is the batch itself refused
+(with the first error's status, its message naming every scene's problem)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import anyio
 from fastapi import APIRouter, Request
 
 from service.deps import CallerDep, Services, ServicesDep, base_url
+from service.errors import status_for
 from service.routes.jobs import (
     accepted,
     form_inputs,
@@ -17,9 +22,17 @@ from service.routes.jobs import (
     receive_upload,
     required_field,
 )
-from service.schemas import ERROR_RESPONSES, BatchOut, BatchStatus, BatchSubmission, JobOut
+from service.schemas import (
+    ERROR_RESPONSES,
+    BatchOut,
+    BatchStatus,
+    BatchSubmission,
+    ErrorDetail,
+    JobOut,
+    SceneError,
+)
 from service.storage import Upload, remove_job_files
-from spikescan.errors import InvalidInput, NotFound
+from spikescan.errors import InvalidInput, NotFound, SpikescanError
 from workers.jobs import Job, new_id
 from workers.queue import PREFIX
 
@@ -51,34 +64,59 @@ _BATCH_BODY = {
 }
 
 
-def _all_or_nothing(svc: Services, submit_one: list[Callable[[], Job]], batch: str) -> list[Job]:
-    # Callers validate every scene first, so only an infrastructure failure can land here half way.
-    jobs: list[Job] = []
+class _Outcome:
+    """What became of each scene of one batch: the jobs accepted, and the scenes refused with their error."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.refused: list[tuple[str, SpikescanError]] = []
+
+    def errors(self) -> list[SceneError]:
+        return [
+            SceneError(
+                scene=scene, status=status_for(exc), error=ErrorDetail(code=exc.code, message=exc.message)
+            )
+            for scene, exc in self.refused
+        ]
+
+    def none_accepted(self) -> SpikescanError:
+        """The refusal of a batch whose every scene was refused: the first error's kind, naming them all."""
+        first = self.refused[0][1]
+        listed = "; ".join(exc.message for _scene, exc in self.refused)
+        return type(first)(f"no scene of the batch was accepted: {listed}")
+
+
+def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]], batch: str) -> _Outcome:
+    """Submit every scene by itself: a scene our checks refuse is noted and the rest go on. Only a failure of
+    the infrastructure (Redis, the disk) stops the batch, and then the jobs recorded so far are withdrawn."""
+    outcome = _Outcome()
     try:
-        for submit in submit_one:
-            jobs.append(submit())
+        for scene, submit in scenes:
+            try:
+                outcome.jobs.append(submit())
+            except SpikescanError as exc:
+                outcome.refused.append((scene, exc))
     except BaseException:
-        for job in jobs:
+        for job in outcome.jobs:
             svc.store.move(job.id, "cancelled", error="batch rejected")
             svc.store.delete(job)
             remove_job_files(svc.store.job_dir(job.id))
         raise
-    svc.client.rpush(f"{PREFIX}:batch:{batch}", *(j.id for j in jobs))
-    return jobs
+    if outcome.jobs:
+        svc.client.rpush(f"{PREFIX}:batch:{batch}", *(j.id for j in outcome.jobs))
+    return outcome
 
 
-def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> list[Job]:
-    paths = [svc.submitter.resolve_uri(uri) for uri in body.uris]  # outside the roots: reject at once
+def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> _Outcome:
     inputs = body.model_dump(include={"scale", "nodata", "min_score", "nms_iou"})
-    for path in paths:
-        svc.submitter.validate(path, body.model, body.bands, body.stride, **inputs)
-    return _all_or_nothing(
+    return _each_on_its_own(
         svc,
         [
             (
+                uri,
                 lambda u=uri: svc.submitter.submit_uri(
                     owner, u, body.model, body.bands, body.stride, batch, **inputs
-                )
+                ),
             )
             for uri in body.uris
         ],
@@ -86,7 +124,7 @@ def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> 
     )
 
 
-def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> list[Job]:
+def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> _Outcome:
     scenes = [f for f in upload.files if f.field == "scene"]
     if not scenes:
         raise InvalidInput("expected one or more file parts named 'scene'")
@@ -96,12 +134,13 @@ def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> list
         form_int(upload, "stride"),
     )
     inputs = form_inputs(upload)
-    for f in scenes:  # validate all before recording any
-        svc.submitter.validate(f.path, model, bands, stride, shown_as=f.filename, **inputs)
-    return _all_or_nothing(
+    return _each_on_its_own(
         svc,
         [
-            (lambda f=f: svc.submitter.submit_upload(owner, f, model, bands, stride, batch, **inputs))
+            (
+                f.filename or "upload",
+                lambda f=f: svc.submitter.submit_upload(owner, f, model, bands, stride, batch, **inputs),
+            )
             for f in scenes
         ],
         batch,
@@ -113,7 +152,7 @@ async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> 
     batch = new_id("b")
     if is_json(request):
         body = await json_body(request, BatchSubmission)
-        jobs = await anyio.to_thread.run_sync(
+        outcome = await anyio.to_thread.run_sync(
             _uri_batch, svc, owner, body, batch, limiter=svc.submitter.check_slots
         )
     else:
@@ -121,13 +160,15 @@ async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> 
         # per-scene cap is enforced while streaming.
         upload = await receive_upload(request, svc, scenes=None)
         try:
-            jobs = await anyio.to_thread.run_sync(
+            outcome = await anyio.to_thread.run_sync(
                 _upload_batch, svc, owner, upload, batch, limiter=svc.submitter.check_slots
             )
         finally:
             upload.discard()
-    svc.metrics.jobs_submitted.inc(len(jobs))
-    return BatchOut(id=batch, jobs=[accepted(j, request) for j in jobs])
+    if not outcome.jobs:
+        raise outcome.none_accepted()
+    svc.metrics.jobs_submitted.inc(len(outcome.jobs))
+    return BatchOut(id=batch, jobs=[accepted(j, request, svc) for j in outcome.jobs], errors=outcome.errors())
 
 
 @router.get("/{batch_id}", response_model=BatchStatus)
@@ -137,5 +178,6 @@ def batch_status(batch_id: str, request: Request, svc: ServicesDep, owner: Calle
     if not jobs:
         raise NotFound(f"no batch {batch_id!r}")
     return BatchStatus(
-        id=batch_id, jobs=[JobOut.of(j, svc.store.failures(j.id), base_url(request)) for j in jobs]
+        id=batch_id,
+        jobs=[JobOut.of(j, svc.store.failures(j.id), base_url(request), svc.signer) for j in jobs],
     )

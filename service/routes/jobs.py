@@ -130,8 +130,8 @@ async def receive_upload(request: Request, svc: Services, scenes: int | None = 1
     )
 
 
-def accepted(job: Job, request: Request) -> Accepted:
-    return Accepted(id=job.id, status=job.status, links=links(job, base_url(request)))
+def accepted(job: Job, request: Request, svc: Services) -> Accepted:
+    return Accepted(id=job.id, status=job.status, links=links(job, base_url(request), svc.signer))
 
 
 async def json_body(request: Request, model: type[M], limit: int = MAX_JSON_BYTES) -> M:
@@ -188,18 +188,18 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
     else:
         job = await _submit_upload(request, svc, owner)
     svc.metrics.jobs_submitted.inc()
-    return accepted(job, request)
+    return accepted(job, request, svc)
 
 
 @router.get("", response_model=list[JobOut])
 def list_jobs(request: Request, svc: ServicesDep, owner: CallerDep) -> list[JobOut]:
-    jobs = (svc.store.find(i) for i in svc.store.ids_of(owner))
-    return [JobOut.of(j, {}, base_url(request)) for j in jobs if j is not None]
+    """The caller's jobs, newest first."""
+    return [JobOut.of(j, {}, base_url(request), svc.signer) for j in svc.store.jobs_of(owner)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def status(job: JobDep, svc: ServicesDep, request: Request) -> JobOut:
-    return JobOut.of(job, svc.store.failures(job.id), base_url(request))
+    return JobOut.of(job, svc.store.failures(job.id), base_url(request), svc.signer)
 
 
 @router.get(
@@ -220,7 +220,7 @@ def events(job: JobDep, svc: ServicesDep, request: Request) -> StreamingResponse
 def cancel_or_delete(job: JobDep, svc: ServicesDep, request: Request) -> Response:
     """A live job is cancelled (202, files kept until a second DELETE); a finished one is deleted (204)."""
     if not job.terminal and svc.store.move(job.id, "cancelled", error="cancelled by the user"):
-        out = JobOut.of(svc.store.get(job.id), {}, base_url(request))
+        out = JobOut.of(svc.store.get(job.id), {}, base_url(request), svc.signer)
         return Response(out.model_dump_json(), status_code=202, media_type="application/json")
     job = svc.store.get(job.id)
     svc.store.delete(job)

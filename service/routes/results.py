@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Response
@@ -17,22 +16,26 @@ from service.deps import JobDep, ServicesDep
 from service.schemas import ERROR_RESPONSES
 from service.tiles import render_tile
 from spikescan.errors import NotFound
-from workers.jobs import Job, JobStore
+from workers.jobs import OUTPUTS, Job, JobStore
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"], responses=ERROR_RESPONSES)
 
 MEDIA = {
     "classes.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "classes.tif.aux.xml": "application/xml",  # GDAL's sidecar: RGBA colours, class names (workers/pam.py)
     "scores.tif": "image/tiff; application=geotiff; profile=cloud-optimized",
     "detections.geojson": "application/geo+json",
+    "detections.gpkg": "application/geopackage+sqlite3",
+    "detections.fgb": "application/vnd.flatgeobuf",
     "item.json": "application/geo+json",
     "report.json": "application/json",
 }
 PREVIEWABLE = ("running", "mosaicking")
-ResultName = Literal["classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json"]
 
 
 def finished_output(store: JobStore, job: Job, name: str) -> str:
+    if name not in MEDIA:
+        raise NotFound(f"no result file {name!r}: a job's results are {', '.join(OUTPUTS)}")
     if job.status != "done":
         raise NotFound(f"job {job.id} has no results yet (status {job.status})")
     path = store.out_dir(job.id) / name
@@ -42,7 +45,8 @@ def finished_output(store: JobStore, job: Job, name: str) -> str:
 
 
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
-def result(name: ResultName, job: JobDep, svc: ServicesDep) -> FileResponse:
+def result(name: str, job: JobDep, svc: ServicesDep) -> FileResponse:
+    """One of the job's result files (HTTP Range honoured); an unknown name is a 404."""
     return FileResponse(
         finished_output(svc.store, job, name),
         media_type=MEDIA[name],

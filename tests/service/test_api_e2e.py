@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import morecantile
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 from rio_cogeo.cogeo import cog_validate
 
 from models.package import ModelPackage
+from service.signing import UrlSigner
+from spikescan.config import Settings
 from workers.jobs import OUTPUTS
 
 if TYPE_CHECKING:
@@ -91,7 +97,7 @@ def test_outputs_are_valid_georeferenced_layers_identical_to_the_in_process_run(
     ref_item = json.loads((osbs_reference / "item.json").read_text())
     assert item["assets"] == ref_item["assets"] and item["bbox"] == ref_item["bbox"]
     assert item["geometry"] == ref_item["geometry"] and item["stac_extensions"] == ref_item["stac_extensions"]
-    varying = {"spikescan:timings_s", "datetime", "created", "updated"}
+    varying = {"spikescan:timings_s", "datetime", "created", "updated", "end_datetime"}
     props, ref_props = item["properties"], ref_item["properties"]
     assert props.keys() == ref_props.keys()
     assert {k: v for k, v in props.items() if k not in varying} == {
@@ -202,3 +208,98 @@ def test_delete_cancels_a_live_job_and_workers_drop_its_chips(
         assert not (stack.data_dir / "jobs" / job_id / "out" / "classes.tif").exists()
         assert http.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert http.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_the_job_is_named_after_its_upload_everywhere(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, out = finished
+    with stack.client() as http:
+        status = http.get(f"/v1/jobs/{accepted['id']}").json()
+        listed = http.get("/v1/jobs").json()
+    assert status["scene_name"] == "OSBS_029.tif"
+    assert next(j for j in listed if j["id"] == accepted["id"])["scene_name"] == "OSBS_029.tif"
+    assert json.loads((out / "report.json").read_text())["scene_name"] == "OSBS_029.tif"
+    item = json.loads((out / "item.json").read_text())
+    assert item["id"].startswith("OSBS_029-") and item["properties"]["title"].startswith("OSBS_029.tif")
+
+
+def test_jobs_are_listed_newest_first(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    with stack.client() as http:
+        listed = http.get("/v1/jobs").json()
+    created = [j["created"] for j in listed]
+    assert len(created) >= 1 and created == sorted(created, reverse=True)
+
+
+def test_an_unknown_result_file_is_a_404(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, _ = finished
+    with stack.client() as http:
+        r = http.get(f"/v1/jobs/{accepted['id']}/results/nope.tif")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert "classes.tif" in r.json()["error"]["message"]  # says what there is
+
+
+def _signed(stack: Stack, job_id: str) -> dict[str, str]:
+    with stack.client() as http:
+        return http.get(f"/v1/jobs/{job_id}").json()["links"]  # type: ignore[no-any-return]
+
+
+def test_signed_urls_open_without_a_key(stack: Stack, finished, read_bands) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, out = finished
+    links = _signed(stack, accepted["id"])
+    assert {f"signed:{name}" for name in OUTPUTS} | {"signed:tiles"} <= set(links)
+    url = links["signed:classes.tif"]
+    whole = (out / "classes.tif").read_bytes()
+    with httpx.Client(timeout=60) as anonymous:  # no key header at all
+        assert anonymous.get(links["classes.tif"]).status_code == 401  # the plain URL still needs the key
+        ranged = anonymous.get(url, headers={"Range": "bytes=100-299"})
+        assert ranged.status_code == 206 and ranged.content == whole[100:300]
+        assert anonymous.get(links["signed:report.json"]).json()["scene_name"] == "OSBS_029.tif"
+        with rasterio.open(out / "classes.tif") as ds:
+            west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+        t = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, 20)
+        tile = anonymous.get(links["signed:tiles"].format(z=t.z, x=t.x, y=t.y))
+        assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(f"/vsicurl/{url}") as remote:
+        assert np.array_equal(remote.read(), read_bands(out / "classes.tif")) and remote.overviews(1)
+    meta = pyogrio.read_info(f"/vsicurl/{links['signed:detections.gpkg']}")
+    assert meta["features"] == len(json.loads((out / "detections.geojson").read_text())["features"])
+
+
+@pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="GDAL's command-line tools are not installed")
+def test_gdalinfo_opens_a_signed_url_with_names_from_the_sidecar(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, _ = finished
+    links = _signed(stack, accepted["id"])
+    done = subprocess.run(["gdalinfo", "-json", f"/vsicurl/{links['signed:classes.tif']}"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    info = json.loads(done.stdout)
+    # Category names live only in classes.tif.aux.xml: GDAL found the sidecar through the same signed path.
+    assert info["bands"][0]["categories"] == ["background", "crown"]
+    assert info["bands"][0]["colorInterpretation"] == "Palette"
+    done = subprocess.run(["ogrinfo", "-so", "-al", f"/vsicurl/{links['signed:detections.fgb']}"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "Feature Count:" in done.stdout and "area_m2: Real" in done.stdout
+
+
+def test_tampered_expired_and_foreign_signatures_are_refused(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, _ = finished
+    url = _signed(stack, accepted["id"])["signed:classes.tif"]
+    prefix, _, rest = url.partition("/signed/")
+    token, _, tail = rest.partition("/")
+    expires, _, sig = token.partition(".")
+    signer = UrlSigner.from_settings(Settings(api_keys=list(stack.keys)))
+    assert signer is not None
+    with stack.rclient() as r:
+        job_owner = r.hget(f"spikescan:job:{accepted['id']}", "owner").decode()
+    stale = signer.token(accepted["id"], job_owner, int(time.time()) - 10)
+    cases = {
+        "bad_signature": f"{prefix}/signed/{expires}.{sig[:-2]}xx/{tail}",
+        "bad_signature ": f"{prefix}/signed/{int(expires) + 3600}.{sig}/{tail}",  # expiry pushed out
+        "signature_expired": f"{prefix}/signed/{stale}/{tail}",
+    }
+    with httpx.Client(timeout=30) as anonymous:
+        for code, bad in cases.items():
+            r = anonymous.get(bad)
+            assert r.status_code in (401, 403) and r.json()["error"]["code"] == code.strip(), (code, r.text)
+        # A good token for this job opens no other job.
+        other = anonymous.get(url.replace(accepted["id"], "j" + "0" * 20))
+        assert other.status_code == 404
+        assert anonymous.delete(url.rsplit("/results/", 1)[0]).status_code in (404, 405)

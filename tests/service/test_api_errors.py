@@ -165,6 +165,6 @@ def test_results_of_an_unfinished_or_unknown_job(
     with stack.client() as http:
         job = _upload(http, osbs_tif, rgb_model.name).json()["id"]
         r = http.get(f"/v1/jobs/{job}/results/not-a-result.txt")
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"  # unknown file: 404, not 422
         stack.wait_done(http, job)
         assert http.get(f"/v1/jobs/{job}/tiles/99/0/0.png").status_code == 400

@@ -1,4 +1,5 @@
-"""Batches: several scenes in one request, drained by two inference workers; all accepted or none."""
+"""Batches: several scenes in one request, drained by two inference workers; each scene accepted or refused
+on its own."""
 
 from __future__ import annotations
 
@@ -61,22 +62,61 @@ def test_a_batch_of_six_scenes_completes_on_two_inference_workers(
     assert all(stack.procs[name].poll() is None for name in ("infer-1", "infer-2"))  # both served to the end
 
 
-def test_a_batch_with_one_bad_scene_is_rejected_whole(
+def test_a_batch_with_bad_scenes_runs_the_good_ones_and_names_every_error(
     stack: Stack, crops: list[Path], rgb_model: ModelPackage, osbs_tif: Path
+) -> None:
+    bad = stack.inputs / "broken.tif"
+    bad.write_bytes(osbs_tif.read_bytes()[:5000])
+    uris = [str(crops[0]), str(bad), str(osbs_tif)]  # good; truncated; outside the input roots
+    with stack.client() as http:
+        r = http.post("/v1/batches", json={"model": rgb_model.name, "uris": uris})
+        assert r.status_code == 202, r.text
+        batch = r.json()
+        assert len(batch["jobs"]) == 1
+        final = stack.wait_done(http, batch["jobs"][0]["id"])
+        listed = http.get(f"/v1/batches/{batch['id']}").json()
+    errors = {e["scene"]: e for e in batch["errors"]}
+    assert set(errors) == {str(bad), str(osbs_tif)}
+    assert errors[str(bad)]["status"] == 422 and "broken.tif" in errors[str(bad)]["error"]["message"]
+    assert errors[str(osbs_tif)]["status"] == 403 and errors[str(osbs_tif)]["error"]["code"] == "forbidden"
+    assert final["status"] == "done"
+    assert [j["scene_name"] for j in listed["jobs"]] == ["crop0.tif"]
+
+
+def test_a_batch_whose_every_scene_is_bad_is_refused_naming_each(
+    stack: Stack, rgb_model: ModelPackage, osbs_tif: Path
 ) -> None:
     with stack.rclient() as r:
         before = r.zcard("spikescan:jobs")
-    bad = stack.inputs / "broken.tif"
+    bad = stack.inputs / "broken2.tif"
     bad.write_bytes(osbs_tif.read_bytes()[:5000])
+    empty = stack.inputs / "empty.tif"
+    empty.write_bytes(b"")
     with stack.client() as http:
-        r = http.post("/v1/batches", json={"model": rgb_model.name, "uris": [str(crops[0]), str(bad)]})
-        outside = http.post(
-            "/v1/batches", json={"model": rgb_model.name, "uris": [str(crops[0]), str(osbs_tif)]}
-        )
-    assert r.status_code == 422 and "broken.tif" in r.json()["error"]["message"]
-    assert outside.status_code == 403
+        r = http.post("/v1/batches", json={"model": rgb_model.name, "uris": [str(bad), str(empty)]})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "broken2.tif" in message and "empty.tif" in message
     with stack.rclient() as r:
         assert r.zcard("spikescan:jobs") == before
+
+
+def test_a_multipart_batch_refuses_a_bad_file_on_its_own(
+    stack: Stack, crops: list[Path], rgb_model: ModelPackage
+) -> None:
+    with stack.client() as http, open(crops[4], "rb") as good:
+        r = http.post(
+            "/v1/batches",
+            data={"model": rgb_model.name},
+            files=[("scene", ("notes.txt", b"not a raster", "text/plain")),
+                   ("scene", ("good.tif", good, "image/tiff"))],
+        )
+        assert r.status_code == 202, r.text
+        body = r.json()
+        final = stack.wait_done(http, body["jobs"][0]["id"])
+    assert len(body["jobs"]) == 1 and final["scene_name"] == "good.tif" and final["status"] == "done"
+    assert [e["scene"] for e in body["errors"]] == ["notes.txt"] and body["errors"][0]["status"] == 422
+    assert not list((stack.data_dir / "uploads").iterdir())
 
 
 def test_a_multipart_batch_uploads_several_scenes(

@@ -204,7 +204,9 @@ def test_cli_predict_prints_summary_and_writes_outputs(osbs_tif: Path, rgb_model
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # piped: no progress bar
     assert str(out.resolve()) in proc.stdout and "chips/s" in proc.stdout
-    for name in ("classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json"):
+    assert "energy" not in proc.stdout  # a CPU run: no SpiNNaker board's energy to speak of
+    for name in ("classes.tif", "scores.tif", "detections.geojson", "detections.gpkg", "detections.fgb",
+                 "item.json", "report.json"):
         assert (out / name).is_file()
     assert json.loads((out / "report.json").read_text())["grid"]["stride"] == 16
 

@@ -15,7 +15,7 @@ import redis
 from models.package import ModelPackage
 from spikescan.config import Settings
 from workers import roles
-from workers.jobs import OUTPUTS, Job
+from workers.jobs import OUTPUTS, SIDECARS, Job
 
 
 def _settings(tmp_path: Path, server: Any, pkg: ModelPackage, **over: Any) -> Settings:
@@ -66,7 +66,7 @@ def test_the_three_roles_produce_exactly_the_in_process_outputs(
     assert job.status == "done", job.error
     assert job.chips_failed == 0 and job.chips_done == job.chips_total > 0
     out = worker.store.out_dir(job.id)
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + SIDECARS)
     ref_dir, ref_report = osbs_run
     for name in ("classes.tif", "scores.tif"):
         assert np.array_equal(_bands(out / name), _bands(ref_dir / name)), name

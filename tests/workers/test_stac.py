@@ -92,3 +92,62 @@ def test_item_footprint_contains_the_detections(osbs_run: tuple[Path, dict[str, 
     footprint = shape(json.loads((out / "item.json").read_text())["geometry"]).buffer(1e-9)
     for f in json.loads((out / "detections.geojson").read_text())["features"]:
         assert footprint.contains(shape(f["geometry"]))
+
+
+@pytest.fixture(scope="module")
+def dated_crop(osbs_tif: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 200 x 200 window of OSBS_029 whose TIFF DateTime tag says when it was flown."""
+    path = tmp_path_factory.mktemp("dated") / "flight 7 (north).tif"
+    with rasterio.open(osbs_tif) as src:
+        window = rasterio.windows.Window(0, 0, 200, 200)
+        profile = {**src.profile, "width": 200, "height": 200, "transform": src.window_transform(window)}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.update_tags(TIFFTAG_DATETIME="2018:07:14 15:32:10")
+    return path
+
+
+def test_datetime_is_the_acquisition_and_created_the_processing(
+    dated_crop: Path, rgb_model, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    from workers import pipeline
+
+    pipeline.run(dated_crop, rgb_model, tmp_path, scene_name="flight 7 (north).tif")
+    item = json.loads((tmp_path / "item.json").read_text())
+    assert not list(_validator().iter_errors(item))
+    props = item["properties"]
+    assert props["datetime"] == "2018-07-14T15:32:10Z"
+    assert props["spikescan:acquisition"] == "TIFFTAG_DATETIME"
+    assert props["created"] > "2025" and props["created"] != props["datetime"]
+    assert item["id"].startswith("flight-7-north-rand-rgb-")
+    assert props["title"].startswith("flight 7 (north).tif")
+    assert json.loads((tmp_path / "report.json").read_text())["scene_name"] == "flight 7 (north).tif"
+
+
+@pytest.mark.parametrize("run", ["osbs_run", "landsat_run"])
+def test_an_undated_scene_has_no_datetime_but_a_valid_range(run: str, request: pytest.FixtureRequest) -> None:
+    out, _ = request.getfixturevalue(run)
+    props = json.loads((out / "item.json").read_text())["properties"]
+    assert props["datetime"] is None and props["spikescan:acquisition"] == "unknown"
+    assert props["start_datetime"] < props["end_datetime"] <= props["created"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "start", "end"),
+    [
+        ("2018:07:14 15:32:10", "2018-07-14T15:32:10Z", None),
+        ("2021-03-02T10:11:12.5+02:00", "2021-03-02T08:11:12Z", None),
+        ("2020-05-01", "2020-05-01T00:00:00Z", "2020-05-01T23:59:59Z"),
+        ("0000:00:00 00:00:00", None, None),
+        ("yesterday", None, None),
+    ],
+)
+def test_acquisition_times_are_parsed_or_refused(raw: str, start: str | None, end: str | None) -> None:
+    from workers.acquisition import iso, parse
+
+    got = parse(raw)
+    if start is None:
+        assert got is None
+        return
+    assert got is not None and iso(got.start) == start
+    assert iso(got.end) == (end or start)
