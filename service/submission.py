@@ -82,8 +82,8 @@ class Submitter:
                     s.read(Window(0, row, s.width, 1))
                 fields = job_fields(s)
         except InvalidScene as exc:
-            if shown_as and str(scene) in exc.message:
-                raise type(exc)(exc.message.replace(str(scene), shown_as)) from None
+            if shown_as and str(scene) in exc.raw:
+                raise type(exc)(exc.raw.replace(str(scene), shown_as)) from None
             raise
         if shown_as:
             fields["warnings"] = fields["warnings"].replace(str(scene), shown_as)

@@ -48,7 +48,7 @@ from rasterio.windows import Window
 
 from models import normalisation
 from models.card import ModelCard
-from spikescan.errors import InputOutOfRange, InvalidInput, InvalidScene
+from spikescan.errors import InputOutOfRange, InvalidInput, InvalidScene, option
 from workers.scene import SENTINELS, PixelCounts, Scene, open_scene, representable
 
 WARN_SHARE = 0.10
@@ -71,9 +71,11 @@ class InputOptions:
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
-            raise InvalidInput(f"--scale must be a positive number, got {self.scale:g}")
+            raise InvalidInput(f"{option('scale')} must be a positive number, got {self.scale:g}")
         if self.nodata is not None and not math.isfinite(self.nodata):
-            raise InvalidInput(f"--nodata must be a finite number (NaN is always nodata), got {self.nodata}")
+            raise InvalidInput(
+                f"{option('nodata')} must be a finite number (NaN is always nodata), got {self.nodata}"
+            )
 
 
 @dataclass
@@ -190,7 +192,7 @@ def inspect(scene: Scene, card: ModelCard, options: InputOptions) -> InputCheck:
     if options.nodata is not None:
         if not representable(options.nodata, scene.dtypes):
             raise InvalidScene(
-                f"{scene.path}: --nodata {_num(options.nodata)} cannot occur in its "
+                f"{scene.path}: {option('nodata', _num(options.nodata))} cannot occur in its "
                 f"{'/'.join(sorted(set(scene.dtypes)))} pixels"
             )
         fills.append(float(options.nodata))
@@ -304,11 +306,11 @@ def _refuse_if_hopeless(scene: Scene, check: InputCheck, options: InputOptions) 
     if share < REFUSE_SHARE:
         return
     lo, hi = scene.ranges[band]  # type: ignore[misc]
-    hint = f"--scale {_num(check.suggested_scale)}" if check.suggested_scale else "--scale F"
+    hint = option("scale", _num(check.suggested_scale) if check.suggested_scale else "F")
     raise InputOutOfRange(
         f"{scene.path}: {_pct(share)} of its valid pixels in band {scene.band_names[band]} lie outside the "
         f"model's input range ({lo:.4g} to {hi:.4g}), its answers would mean nothing; rescale the pixels "
-        f"with {hint} (API: scale), or pass --scale 1 to scan it as it is"
+        f"with {hint}, or set {option('scale', 1)} to scan it as it is"
     )
 
 

@@ -47,7 +47,7 @@ from rasterio.windows import Window
 from models import normalisation
 from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
-from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge
+from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge, option
 from workers.chips import Chip, ChipGrid
 
 GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
@@ -483,7 +483,7 @@ def map_bands(
         return list(range(1, src.count + 1))
     raise BandMismatch(
         f"{path}: has {src.count} bands and their names do not identify the model's {len(want)} "
-        f"({', '.join(want)}); pass --bands with {len(want)} 1-based band numbers"
+        f"({', '.join(want)}); set {option('bands')} to {len(want)} 1-based band numbers in the model's order"
     )
 
 
@@ -491,14 +491,17 @@ def _explicit_bands(path: Path, count: int, want: list[str], bands: str | Sequen
     try:
         idx = [int(b) for b in (bands.split(",") if isinstance(bands, str) else bands)]
     except ValueError:
-        raise BandMismatch(f"{path}: --bands must be comma-separated band numbers, got {bands!r}") from None
+        raise BandMismatch(
+            f"{path}: {option('bands')} must be comma-separated band numbers, got {bands!r}"
+        ) from None
     if len(idx) != len(want):
         raise BandMismatch(
-            f"{path}: --bands names {len(idx)} band(s), the model needs {len(want)} ({', '.join(want)})"
+            f"{path}: {option('bands')} names {len(idx)} band(s), the model needs {len(want)} "
+            f"({', '.join(want)})"
         )
     bad = [i for i in idx if not 1 <= i <= count]
     if bad:
-        raise BandMismatch(f"{path}: --bands {bad} out of range (the scene has {count} bands)")
+        raise BandMismatch(f"{path}: {option('bands')} {bad} out of range (the scene has {count} bands)")
     return idx
 
 
