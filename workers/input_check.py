@@ -49,6 +49,7 @@ from rasterio.windows import Window
 from models import normalisation
 from models.card import ModelCard
 from spikescan.errors import InputOutOfRange, InvalidInput, InvalidScene, option
+from workers.aoi import Aoi, from_text
 from workers.scene import SENTINELS, PixelCounts, Scene, open_scene, representable
 
 WARN_SHARE = 0.10
@@ -132,12 +133,16 @@ def open_checked(
     card: ModelCard,
     bands: str | Sequence[int] | None = None,
     options: InputOptions | None = None,
+    aoi: Aoi | None = None,
     **kwargs: Any,
 ) -> Scene:
-    """``open_scene`` then ``inspect``: the scene configured as the job will read it, or an error."""
+    """``open_scene`` then ``inspect``: the scene configured as the job will read it, or an error. An ``aoi``
+    is applied after the decision: fill values and statistics describe the scene, not a corner of it."""
     scene = open_scene(path, card, bands, **kwargs)
     try:
         inspect(scene, card, options or InputOptions())
+        if aoi is not None:
+            scene.clip_to(aoi)
     except BaseException:
         scene.close()
         raise
@@ -159,6 +164,8 @@ def open_for_job(
     try:
         if extra.get("input_check"):
             apply(scene, card, InputCheck.from_json(extra["input_check"]))
+        if extra.get("aoi"):
+            scene.clip_to(from_text(extra["aoi"], "the job's aoi"))
         if with_counts and extra.get("input_counts"):
             scene.tally = PixelCounts.from_dict(json.loads(extra["input_counts"]))
     except BaseException:
@@ -401,6 +408,8 @@ def report_inputs(scene: Scene) -> dict[str, Any]:
             if norm
             else {"kind": "none"}
         ),
+        # The processing extent's bounds in the scene's CRS (pixels outside it were read as no data).
+        "aoi_bounds": list(scene.aoi.outline.bounds) if scene.aoi is not None else None,
     }
 
 

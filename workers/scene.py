@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -49,6 +49,9 @@ from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
 from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge, option
 from workers.chips import Chip, ChipGrid
+
+if TYPE_CHECKING:
+    from workers.aoi import Aoi, AoiMask
 
 GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
 GSD_MAX_FACTOR = 4.0  # refuse beyond this: resampling that far is never what the user meant
@@ -204,6 +207,7 @@ class Scene:
         self.norm: tuple[Normalisation, normalisation.SceneStats] | None = None
         self.tally = PixelCounts(len(band_indexes))
         self.check: Any = None  # what workers.input_check decided (its InputCheck), for the report
+        self.aoi: AoiMask | None = None  # the processing extent (``clip_to``)
 
     @property
     def declares_nodata(self) -> bool:
@@ -230,6 +234,10 @@ class Scene:
         self.warp_nodata = warp_nodata
         self.scale = scale
         self.norm = norm
+
+    def clip_to(self, aoi: Aoi) -> None:
+        """Read pixels outside ``aoi`` as no data from now on (``workers.aoi``); refused if it misses us."""
+        self.aoi = aoi.on_grid(self.crs, self.transform, self.width, self.height, str(self.path))
 
     @property
     def crs(self) -> CRS:
@@ -265,6 +273,8 @@ class Scene:
         try:
             data = self._ds.read(self.band_indexes, window=inner)
             ok = self._validity(data, inner)
+            if self.aoi is not None:
+                ok &= self.aoi.inside(c0, r0, c1 - c0, r1 - r0)
         except RasterioError as exc:
             raise InvalidScene(f"{self.path}: unreadable pixels near row {r0}, column {c0} ({exc})") from None
         counted = slice(0, max(0, count_rows - dy)) if counts is not None else slice(0, 0)
