@@ -55,6 +55,8 @@ def test_scene_tiles_show_the_imagery_as_soon_as_the_job_exists(
         bogus = http.get(f"{base}?layer=satellite")
         scores = http.get(f"{base}?layer=scores")
         far = http.get(f"/v1/jobs/{job.json()['id']}/tiles/12/0/0.png?layer=scene")
+        config = http.get("/web/config.json").json()
+    assert config["basemap_url"] is None  # no basemap unless the operator sets one: nothing fetched offline
     assert scene.status_code == 200 and scene.headers["content-type"] == "image/png"
     rgba = _rgba(scene.content)
     opaque = rgba[3] > 0
