@@ -59,7 +59,7 @@ async def _ours(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.SpikescanError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, exc.code, exc.message, headers)
+    return error_response(status, exc.code, exc.for_api(), headers)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,10 @@ from workers.jobs import OUTPUTS, Job
 SCALE_HELP = "multiply the pixels by this before the encoding (e.g. 0.0039: a 16-bit scene, an 8-bit model)"
 NODATA_HELP = "a fill value the scene does not declare (a pixel holding it on every band is nodata)"
 MIN_SCORE_HELP = "detection models: lowest peak score that makes an object (default: the model card's)"
+AOI_HELP = (
+    "area of interest: GeoJSON Polygon/MultiPolygon, Feature or FeatureCollection, EPSG:4326 unless it names "
+    "a CRS; chips outside are skipped, outputs are no data outside"
+)
 NMS_IOU_HELP = "detection models: a box overlapping a better one above this IoU is dropped (default: card's)"
 
 
@@ -27,6 +31,7 @@ class UriSubmission(BaseModel):
     nodata: float | None = Field(default=None, allow_inf_nan=False, description=NODATA_HELP)
     min_score: float | None = Field(default=None, ge=0, le=1, description=MIN_SCORE_HELP)
     nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
+    aoi: dict[str, Any] | None = Field(default=None, description=AOI_HELP)
 
 
 class BatchSubmission(BaseModel):

@@ -21,6 +21,7 @@ from models import package
 from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
 from spikescan.errors import Forbidden, InvalidInput, InvalidScene, ModelPackageError, UnknownModel
+from workers.aoi import Aoi
 from workers.chips import ChipGrid
 from workers.input_check import InputOptions, job_fields, open_checked
 from workers.jobs import Job, JobStore, new_id
@@ -62,6 +63,7 @@ class Submitter:
         bands: str | None,
         stride: int | None,
         shown_as: str | None = None,
+        aoi: Aoi | None = None,
         **inputs: float | None,
     ) -> tuple[str, dict[str, str]]:
         """``validate``, plus the job fields of the input check (``workers.input_check``: fill values,
@@ -75,20 +77,22 @@ class Submitter:
         card = pkg.card
         try:
             with open_checked(
-                scene, card, bands, options, geotiff_only=True, max_pixels=self.settings.max_scene_pixels
+                scene, card, bands, options, aoi, geotiff_only=True, max_pixels=self.settings.max_scene_pixels
             ) as s:
                 ChipGrid.for_model(s.width, s.height, card.patch_size, card.output_stride, stride)
                 for row in {s.height // 2, s.height - 1}:
                     s.read(Window(0, row, s.width, 1))
                 fields = job_fields(s)
-        except InvalidScene as exc:
-            if shown_as and str(scene) in exc.message:
-                raise type(exc)(exc.message.replace(str(scene), shown_as)) from None
+        except InvalidInput as exc:
+            if shown_as and str(scene) in exc.raw:
+                raise type(exc)(exc.raw.replace(str(scene), shown_as)) from None
             raise
         if shown_as:
             fields["warnings"] = fields["warnings"].replace(str(scene), shown_as)
-        # Kept in the job record for the mosaicker (``Job.vector_params``).
+        # Kept in the job record for the mosaicker (``Job.vector_params``) and every reader (``aoi``).
         fields.update({k: repr(float(v)) for k, v in vector.items() if v is not None})
+        if aoi is not None:
+            fields["aoi"] = aoi.to_json()
         return pkg.id, fields
 
     def load_model(self, model: str) -> package.ModelPackage:
@@ -117,10 +121,11 @@ class Submitter:
         bands: str | None,
         stride: int | None,
         batch: str = "",
+        aoi: Aoi | None = None,
         **inputs: float | None,
     ) -> Job:
         model_id, fields = self.check(
-            staged.path, model, bands, stride, shown_as=staged.filename or "upload", **inputs
+            staged.path, model, bands, stride, shown_as=staged.filename or "upload", aoi=aoi, **inputs
         )
         job_id = new_id()
         job_dir = self.store.job_dir(job_id)
@@ -150,10 +155,11 @@ class Submitter:
         bands: str | None,
         stride: int | None,
         batch: str = "",
+        aoi: Aoi | None = None,
         **inputs: float | None,
     ) -> Job:
         scene = self.resolve_uri(uri)
-        model_id, fields = self.check(scene, model, bands, stride, **inputs)
+        model_id, fields = self.check(scene, model, bands, stride, aoi=aoi, **inputs)
         return self._record(
             new_id(),
             owner,

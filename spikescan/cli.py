@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backend", default=None, choices=backend_names())
     p.add_argument("--bands", default=None, help="1-based scene bands in the model card's order, e.g. 4,3,2")
+    p.add_argument(
+        "--aoi",
+        default=None,
+        metavar="FILE",
+        help="GeoJSON polygon(s) (EPSG:4326 unless it names a CRS): only chips touching it are scanned, "
+        "outputs are no data outside it",
+    )
     _input_arguments(p)
     _vector_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

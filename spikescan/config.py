@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # and output size still scale with it. Tile a larger scene, or raise this.
     max_scene_pixels: int = Field(default=40_000_000_000, ge=1)
     backend: str = "emulator"
+    # A basemap for the web map, e.g. an intranet XYZ server "https://tiles.example/{z}/{x}/{y}.png". Off by
+    # default: the map then fetches nothing from outside this server (the scene itself is the context).
+    basemap_url: str | None = None
+    basemap_attribution: str = ""
     # A SpiNNaker board for the `spinnaker` backend: its address, or a spalloc server that shares boards out
     # (with the user name spalloc wants). Neither set: the backend refuses, the emulator computes the same.
     spinnaker_machine: str | None = None

@@ -9,19 +9,66 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
+
+# What the user sets, as each edge names it: the CLI's flag and the API's request field. Messages name an
+# option with ``option("bands")`` (or ``option("scale", 0.0039)``) and each edge renders the text its own
+# way (``render``), so a web user is never told to "pass --bands". The one table of both spellings.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "bands": ("--bands", "bands"),
+    "stride": ("--stride", "stride"),
+    "scale": ("--scale", "scale"),
+    "nodata": ("--nodata", "nodata"),
+    "min_score": ("--min-score", "min_score"),
+    "nms_iou": ("--nms-iou", "nms_iou"),
+    "aoi": ("--aoi", "aoi"),
+}
+Edge = Literal["cli", "api"]
+_OPTION = re.compile(r"\[\[option:([a-z_]+)(?:=([^\]]*))?\]\]")
+
+
+def option(name: str, value: object = None) -> str:
+    """A placeholder for option ``name`` (with an example ``value``) in a message; ``render`` spells it."""
+    if name not in OPTIONS:
+        raise KeyError(f"unknown option {name!r}: add it to spikescan.errors.OPTIONS")
+    return f"[[option:{name}]]" if value is None else f"[[option:{name}={value}]]"
+
+
+def render(text: str, edge: Edge = "cli") -> str:
+    """``text`` with its option placeholders spelt for ``edge``: ``--scale 2`` or ``field `scale` = 2``."""
+
+    def spell(m: re.Match[str]) -> str:
+        flag, field = OPTIONS[m.group(1)]
+        value = m.group(2)
+        if edge == "cli":
+            return flag if value is None else f"{flag} {value}"
+        return f"field `{field}`" if value is None else f"field `{field}` = {value}"
+
+    return _OPTION.sub(spell, text)
 
 
 class SpikescanError(Exception):
-    """Base of every error spikescan raises on purpose."""
+    """Base of every error spikescan raises on purpose.
+
+    ``raw`` is the text as written (option placeholders included); ``message`` is it as the CLI says it,
+    ``for_api()`` as the HTTP API does."""
 
     code = "error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
+        self.raw = message
+
+    @property
+    def message(self) -> str:
+        return render(self.raw, "cli")
+
+    def for_api(self) -> str:
+        return render(self.raw, "api")
 
     def __str__(self) -> str:
         return self.message

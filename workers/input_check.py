@@ -48,7 +48,8 @@ from rasterio.windows import Window
 
 from models import normalisation
 from models.card import ModelCard
-from spikescan.errors import InputOutOfRange, InvalidInput, InvalidScene
+from spikescan.errors import InputOutOfRange, InvalidInput, InvalidScene, option
+from workers.aoi import Aoi, from_text
 from workers.scene import SENTINELS, PixelCounts, Scene, open_scene, representable
 
 WARN_SHARE = 0.10
@@ -74,9 +75,11 @@ class InputOptions:
 
     def __post_init__(self) -> None:
         if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
-            raise InvalidInput(f"--scale must be a positive number, got {self.scale:g}")
+            raise InvalidInput(f"{option('scale')} must be a positive number, got {self.scale:g}")
         if self.nodata is not None and not math.isfinite(self.nodata):
-            raise InvalidInput(f"--nodata must be a finite number (NaN is always nodata), got {self.nodata}")
+            raise InvalidInput(
+                f"{option('nodata')} must be a finite number (NaN is always nodata), got {self.nodata}"
+            )
 
 
 @dataclass
@@ -133,12 +136,16 @@ def open_checked(
     card: ModelCard,
     bands: str | Sequence[int] | None = None,
     options: InputOptions | None = None,
+    aoi: Aoi | None = None,
     **kwargs: Any,
 ) -> Scene:
-    """``open_scene`` then ``inspect``: the scene configured as the job will read it, or an error."""
+    """``open_scene`` then ``inspect``: the scene configured as the job will read it, or an error. An ``aoi``
+    is applied after the decision: fill values and statistics describe the scene, not a corner of it."""
     scene = open_scene(path, card, bands, **kwargs)
     try:
         inspect(scene, card, options or InputOptions())
+        if aoi is not None:
+            scene.clip_to(aoi)
     except BaseException:
         scene.close()
         raise
@@ -160,6 +167,8 @@ def open_for_job(
     try:
         if extra.get("input_check"):
             apply(scene, card, InputCheck.from_json(extra["input_check"]))
+        if extra.get("aoi"):
+            scene.clip_to(from_text(extra["aoi"], "the job's aoi"))
         if with_counts and extra.get("input_counts"):
             scene.tally = PixelCounts.from_dict(json.loads(extra["input_counts"]))
     except BaseException:
@@ -193,7 +202,7 @@ def inspect(scene: Scene, card: ModelCard, options: InputOptions) -> InputCheck:
     if options.nodata is not None:
         if not representable(options.nodata, scene.dtypes):
             raise InvalidScene(
-                f"{scene.path}: --nodata {_num(options.nodata)} cannot occur in its "
+                f"{scene.path}: {option('nodata', _num(options.nodata))} cannot occur in its "
                 f"{'/'.join(sorted(set(scene.dtypes)))} pixels"
             )
         fills.append(float(options.nodata))
@@ -321,11 +330,11 @@ def _refuse_if_hopeless(scene: Scene, check: InputCheck, options: InputOptions) 
     if share < REFUSE_SHARE:
         return
     lo, hi = scene.ranges[band]  # type: ignore[misc]
-    hint = f"--scale {_num(check.suggested_scale)}" if check.suggested_scale else "--scale F"
+    hint = option("scale", _num(check.suggested_scale) if check.suggested_scale else "F")
     raise InputOutOfRange(
         f"{scene.path}: {_pct(share)} of its valid pixels in band {scene.band_names[band]} lie outside the "
         f"model's input range ({lo:.4g} to {hi:.4g}), its answers would mean nothing; rescale the pixels "
-        f"with {hint} (API: scale), or pass --scale 1 to scan it as it is"
+        f"with {hint}, or set {option('scale', 1)} to scan it as it is"
     )
 
 
@@ -416,6 +425,8 @@ def report_inputs(scene: Scene) -> dict[str, Any]:
             if norm
             else {"kind": "none"}
         ),
+        # The processing extent's bounds in the scene's CRS (pixels outside it were read as no data).
+        "aoi_bounds": list(scene.aoi.outline.bounds) if scene.aoi is not None else None,
     }
 
 

@@ -23,6 +23,8 @@ from models.package import ModelPackage
 from models.tasks import Footprint, VectorParams, for_card
 from spikescan.config import Settings, get_settings
 from workers import input_check, report, stac, vector_formats
+from workers.aoi import Aoi
+from workers.aoi import load as load_aoi
 from workers.backends import Backend, BatchResult, get_backend
 from workers.batching import RowBatcher
 from workers.chips import ChipGrid, cell_validity
@@ -118,12 +120,14 @@ def run(
     vector_params: VectorParams | None = None,
     inputs: input_check.InputOptions | None = None,
     scene_name: str | None = None,
+    aoi: Aoi | None = None,
 ) -> dict[str, Any]:
     """Scan one scene and write classes.tif, scores.tif, detections.geojson (+ .gpkg, .fgb), item.json,
     report.json.
 
-    ``inputs`` carries the user's ``--scale`` and ``--nodata`` (``workers.input_check``). ``scene_name``
-    (default: the file's name) names the scene in report.json and the STAC Item.
+    ``inputs`` carries the user's ``--scale`` and ``--nodata`` (``workers.input_check``); ``aoi`` limits
+    the job to an area of interest (``workers.aoi``: chips outside skipped, outputs no data outside).
+    ``scene_name`` (default: the file's name) names the scene in report.json and the STAC Item.
 
     ``vector_params`` overrides the card's detection settings (``--min-score``, ``--nms-iou``).
     Returns the report (also written to ``out_dir/report.json``).
@@ -141,6 +145,7 @@ def run(
             vector_params,
             inputs,
             scene_name,
+            aoi,
         )
 
 
@@ -156,6 +161,7 @@ def _run(
     vector_params: VectorParams | None = None,
     inputs: input_check.InputOptions | None = None,
     scene_name: str | None = None,
+    aoi: Aoi | None = None,
 ) -> dict[str, Any]:
     watch = report.Stopwatch()
     pkg = model if isinstance(model, ModelPackage) else model_package.load(model, settings.models_dir)
@@ -165,7 +171,7 @@ def _run(
         loading = loader.submit(get_backend, backend, pkg, settings)
         try:
             scene = input_check.open_checked(
-                scene_path, pkg.card, bands, inputs, max_pixels=settings.max_scene_pixels
+                scene_path, pkg.card, bands, inputs, aoi, max_pixels=settings.max_scene_pixels
             )
         except BaseException:
             _discard(loading)
@@ -328,6 +334,7 @@ def main(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         vector_params=VectorParams(min_score=args.min_score, nms_iou=args.nms_iou),
         inputs=input_check.InputOptions(scale=args.scale, nodata=args.nodata),
+        aoi=load_aoi(args.aoi) if args.aoi else None,
     )
     for warning in rep["warnings"]:
         print(f"spikescan: warning: {warning['message']}", file=sys.stderr)

@@ -181,7 +181,8 @@ def _live_job(w: Worker, job_id: str) -> Job | None:
 
 
 def _fail_job(w: Worker, job_id: str, exc: BaseException) -> None:
-    message = exc.message if isinstance(exc, SpikescanError) else f"{type(exc).__name__}: {exc}"
+    # The job's error is read through the API: options are named as its request fields.
+    message = exc.for_api() if isinstance(exc, SpikescanError) else f"{type(exc).__name__}: {exc}"
     log.warning("job %s failed: %s", job_id, message)
     try:
         w.store.fail(job_id, message)

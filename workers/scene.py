@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -47,9 +47,12 @@ from rasterio.windows import Window
 from models import normalisation
 from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
-from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge
+from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge, option
 from workers import acquisition
 from workers.chips import Chip, ChipGrid
+
+if TYPE_CHECKING:
+    from workers.aoi import Aoi, AoiMask
 
 GSD_TOLERANCE = 0.10  # resample when the scene's GSD is more than 10 % off the model's
 GSD_MAX_FACTOR = 4.0  # refuse beyond this: resampling that far is never what the user meant
@@ -206,6 +209,7 @@ class Scene:
         self.tally = PixelCounts(len(band_indexes))
         self.check: Any = None  # what workers.input_check decided (its InputCheck), for the report
         self.acquired = acquisition.from_dataset(src)  # for STAC's datetime
+        self.aoi: AoiMask | None = None  # the processing extent (``clip_to``)
 
     @property
     def block_shape(self) -> tuple[int, int] | None:
@@ -246,6 +250,10 @@ class Scene:
         self.scale = scale
         self.norm = norm
 
+    def clip_to(self, aoi: Aoi) -> None:
+        """Read pixels outside ``aoi`` as no data from now on (``workers.aoi``); refused if it misses us."""
+        self.aoi = aoi.on_grid(self.crs, self.transform, self.width, self.height, str(self.path))
+
     @property
     def crs(self) -> CRS:
         return self._ds.crs
@@ -280,6 +288,8 @@ class Scene:
         try:
             data = self._ds.read(self.band_indexes, window=inner)
             ok = self._validity(data, inner)
+            if self.aoi is not None:
+                ok &= self.aoi.inside(c0, r0, c1 - c0, r1 - r0)
         except RasterioError as exc:
             raise InvalidScene(f"{self.path}: unreadable pixels near row {r0}, column {c0} ({exc})") from None
         counted = slice(0, max(0, count_rows - dy)) if counts is not None else slice(0, 0)
@@ -498,7 +508,7 @@ def map_bands(
         return list(range(1, src.count + 1))
     raise BandMismatch(
         f"{path}: has {src.count} bands and their names do not identify the model's {len(want)} "
-        f"({', '.join(want)}); pass --bands with {len(want)} 1-based band numbers"
+        f"({', '.join(want)}); set {option('bands')} to {len(want)} 1-based band numbers in the model's order"
     )
 
 
@@ -506,14 +516,17 @@ def _explicit_bands(path: Path, count: int, want: list[str], bands: str | Sequen
     try:
         idx = [int(b) for b in (bands.split(",") if isinstance(bands, str) else bands)]
     except ValueError:
-        raise BandMismatch(f"{path}: --bands must be comma-separated band numbers, got {bands!r}") from None
+        raise BandMismatch(
+            f"{path}: {option('bands')} must be comma-separated band numbers, got {bands!r}"
+        ) from None
     if len(idx) != len(want):
         raise BandMismatch(
-            f"{path}: --bands names {len(idx)} band(s), the model needs {len(want)} ({', '.join(want)})"
+            f"{path}: {option('bands')} names {len(idx)} band(s), the model needs {len(want)} "
+            f"({', '.join(want)})"
         )
     bad = [i for i in idx if not 1 <= i <= count]
     if bad:
-        raise BandMismatch(f"{path}: --bands {bad} out of range (the scene has {count} bands)")
+        raise BandMismatch(f"{path}: {option('bands')} {bad} out of range (the scene has {count} bands)")
     return idx
 
 

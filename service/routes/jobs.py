@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
 from service.events import job_events
 from service.schemas import (
+    AOI_HELP,
     ERROR_RESPONSES,
     MIN_SCORE_HELP,
     NMS_IOU_HELP,
@@ -23,7 +24,8 @@ from service.schemas import (
     links,
 )
 from service.storage import ENVELOPE_BYTES, Upload, receive_multipart, remove_job_files, uploads_dir
-from spikescan.errors import InvalidInput, PayloadTooLarge
+from spikescan.errors import InvalidInput, PayloadTooLarge, option
+from workers import aoi as aois
 from workers.jobs import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -51,6 +53,7 @@ _UPLOAD_BODY = {
                         "nodata": {"type": "number", "description": NODATA_HELP},
                         "min_score": _fraction(MIN_SCORE_HELP),
                         "nms_iou": _fraction(NMS_IOU_HELP),
+                        "aoi": {"type": "string", "description": f"GeoJSON text; {AOI_HELP}"},
                     },
                 }
             },
@@ -163,8 +166,12 @@ async def _submit_upload(request: Request, svc: Services, owner: str) -> Job:
             form_int(upload, "stride"),
         )
         inputs = form_inputs(upload)
+        raw_aoi = upload.fields.get("aoi", "").strip()
+        aoi = aois.from_text(raw_aoi, option("aoi")) if raw_aoi else None
         job = await anyio.to_thread.run_sync(
-            lambda: svc.submitter.submit_upload(owner, scenes[0], model, bands or None, stride, **inputs),
+            lambda: svc.submitter.submit_upload(
+                owner, scenes[0], model, bands or None, stride, aoi=aoi, **inputs
+            ),
             limiter=svc.submitter.check_slots,
         )
         svc.metrics.upload_bytes.inc(scenes[0].size)
@@ -178,10 +185,11 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
     """Upload a scene (multipart: ``scene`` file + ``model``) or name one on the server (JSON ``uri``)."""
     if is_json(request):
         body = await json_body(request, UriSubmission)
+        aoi = aois.parse(body.aoi, option("aoi")) if body.aoi is not None else None
         job = await anyio.to_thread.run_sync(
             lambda: svc.submitter.submit_uri(
                 owner, body.uri, body.model, body.bands, body.stride, scale=body.scale, nodata=body.nodata,
-                min_score=body.min_score, nms_iou=body.nms_iou,
+                min_score=body.min_score, nms_iou=body.nms_iou, aoi=aoi,
             ),
             limiter=svc.submitter.check_slots,
         )

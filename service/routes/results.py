@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from models import package
 from models.card import ModelCard
-from service import preview
+from service import layers, preview
 from service.deps import JobDep, ServicesDep
+from service.layers import check_layer
 from service.schemas import ERROR_RESPONSES
 from service.tiles import render_tile
 from spikescan.errors import NotFound
@@ -31,6 +33,9 @@ MEDIA = {
     "report.json": "application/json",
 }
 PREVIEWABLE = ("running", "mosaicking")
+# A plain string, checked by ``check_layer``: an unknown layer is a 400 naming the layers, not a 422.
+LAYER_HELP = "classes (default), scene (the source imagery, context for the results) or scores"
+CLASS_HELP = "layer=scores: one class's score (default: the card's target classes summed)"
 
 
 def finished_output(store: JobStore, job: Job, name: str) -> str:
@@ -58,14 +63,31 @@ def result(name: str, job: JobDep, svc: ServicesDep) -> FileResponse:
 @router.get(
     "/tiles/{z}/{x}/{y}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
 )
-async def tile(z: int, x: int, y: int, job: JobDep, svc: ServicesDep) -> Response:
-    """The class layer; before the job is done, drawn from the chips finished so far (``service.preview``)."""
-    if job.status in PREVIEWABLE:
-        card = model_card(job.model, job.model_id, svc.settings.models_dir)
+async def tile(
+    z: int,
+    x: int,
+    y: int,
+    job: JobDep,
+    svc: ServicesDep,
+    layer: Annotated[str, Query(description=LAYER_HELP)] = "classes",
+    klass: Annotated[str | None, Query(alias="class", description=CLASS_HELP)] = None,
+) -> Response:
+    """Web-Mercator tiles of a layer (``service.layers``): the classes — before the job is done, drawn from
+    the chips finished so far (``service.preview``) — the scene itself, available as soon as the job is, or
+    the score ramp of the finished job."""
+    check_layer(layer)
+    card = model_card(job.model, job.model_id, svc.settings.models_dir)
+    if layer == "scene":
+        png = await anyio.to_thread.run_sync(layers.scene_tile, Path(job.scene), card, job.bands, z, x, y)
+    elif layer == "scores":
+        path = Path(finished_output(svc.store, job, "scores.tif"))
+        png = await anyio.to_thread.run_sync(layers.scores_tile, path, card, klass, z, x, y)
+    elif job.status in PREVIEWABLE:
         png = await anyio.to_thread.run_sync(preview.partial_tile, svc.store, job, card, z, x, y)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
-    path = finished_output(svc.store, job, "classes.tif")
-    png = await anyio.to_thread.run_sync(render_tile, path, z, x, y)
+    else:
+        path = Path(finished_output(svc.store, job, "classes.tif"))
+        png = await anyio.to_thread.run_sync(render_tile, path, z, x, y)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import FileResponse
 
 from service.deps import ServicesDep
@@ -41,6 +41,15 @@ def signed_result(name: str, job: SignedJob, svc: ServicesDep) -> FileResponse:
 @router.get(
     "/tiles/{z}/{x}/{y}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}}
 )
-async def signed_tile(z: int, x: int, y: int, job: SignedJob, svc: ServicesDep) -> Response:
-    """A map tile, as ``GET /v1/jobs/{id}/tiles/{z}/{x}/{y}.png``, authorised by the URL's signature."""
-    return await results.tile(z=z, x=x, y=y, job=job, svc=svc)
+async def signed_tile(
+    z: int,
+    x: int,
+    y: int,
+    job: SignedJob,
+    svc: ServicesDep,
+    layer: Annotated[str, Query(description=results.LAYER_HELP)] = "classes",
+    klass: Annotated[str | None, Query(alias="class", description=results.CLASS_HELP)] = None,
+) -> Response:
+    """A map tile, as ``GET /v1/jobs/{id}/tiles/{z}/{x}/{y}.png`` (any ``layer``), authorised by the URL's
+    signature."""
+    return await results.tile(z=z, x=x, y=y, job=job, svc=svc, layer=layer, klass=klass)

@@ -13,6 +13,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from service.deps import ServicesDep
+
 log = logging.getLogger("spikescan.service")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 VENDORED = WEB_DIR / "vendor" / "leaflet.js"
@@ -24,6 +26,12 @@ router = APIRouter(include_in_schema=False)
 def index() -> FileResponse:
     # no-cache: a new release's page must not run against an old cached script
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/web/config.json")
+def config(svc: ServicesDep) -> dict[str, str | None]:
+    """What the page needs of the server's settings: only the operator's basemap (none by default)."""
+    return {"basemap_url": svc.settings.basemap_url, "basemap_attribution": svc.settings.basemap_attribution}
 
 
 def install(app: FastAPI) -> None:

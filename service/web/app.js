@@ -45,6 +45,97 @@ async function loadModels() {
     state.models.set(m.name, m);
     select.append(new Option(`${m.name} (${m.task}, ${m.bands.length} bands)`, m.name));
   }
+  describeBands();
+}
+
+// --- the form: bands from the card and the picked scene's own header, stride, min score, AOI ---------------
+const sceneInfo = { count: 0, names: [] }; // of the picked file, read from its TIFF header in the browser
+
+function describeBands() {
+  const model = state.models.get($("model").value);
+  if (!model) return;
+  $("min-score-label").hidden = model.task !== "detection";
+  const wants = model.bands.join(", ");
+  let hint = `The model takes ${model.bands.length} bands: ${wants}. Give the scene's band numbers in that order`;
+  if (sceneInfo.count) {
+    const names = sceneInfo.names.map((n, i) => `${i + 1}${n ? " " + n : ""}`).join(", ");
+    hint += `; this scene has ${sceneInfo.count}: ${names}`;
+  }
+  $("bands-hint").textContent = hint + ".";
+  const field = $("bands");
+  field.placeholder = sceneInfo.count === model.bands.length ? "all, in order" : "matched by name";
+  if (!sceneInfo.count || field.dataset.edited) return;
+  // Pre-filled from the card and the scene's band names; an empty field lets the server match them.
+  const lower = sceneInfo.names.map((n) => (n || "").toLowerCase());
+  const picked = model.bands.map((b) => lower.indexOf(b.toLowerCase()) + 1);
+  field.value = picked.every((i) => i > 0) ? picked.join(",") : "";
+}
+
+// A GeoTIFF's band count and GDAL band descriptions, from its first IFD (classic TIFF and BigTIFF).
+async function readTiffBands(file) {
+  const head = new DataView(await file.slice(0, 16).arrayBuffer());
+  const le = head.getUint16(0) === 0x4949;
+  const big = head.getUint16(2, le) === 43;
+  const offset = big ? Number(head.getBigUint64(8, le)) : head.getUint32(4, le);
+  const ifd = new DataView(await file.slice(offset, offset + 8 + 20 * 512).arrayBuffer());
+  const n = big ? Number(ifd.getBigUint64(0, le)) : ifd.getUint16(0, le);
+  const size = big ? 20 : 12;
+  let count = 1, metadata = null;
+  for (let i = 0; i < n && (big ? 8 : 2) + (i + 1) * size <= ifd.byteLength; i++) {
+    const at = (big ? 8 : 2) + i * size;
+    const tag = ifd.getUint16(at, le);
+    const type = ifd.getUint16(at + 2, le);
+    const items = big ? Number(ifd.getBigUint64(at + 4, le)) : ifd.getUint32(at + 4, le);
+    const value = at + (big ? 12 : 8);
+    if (tag === 277) count = ifd.getUint16(value, le);
+    if (tag === 42112 && type === 2) { // GDAL_METADATA: XML text
+      const inline = items <= (big ? 8 : 4);
+      const where = inline ? null : (big ? Number(ifd.getBigUint64(value, le)) : ifd.getUint32(value, le));
+      const bytes = inline ? new Uint8Array(ifd.buffer, value, items) : await file.slice(where, where + items).arrayBuffer();
+      metadata = new TextDecoder().decode(bytes);
+    }
+  }
+  const names = new Array(count).fill("");
+  if (metadata) {
+    const xml = new DOMParser().parseFromString(metadata.replace(/\0+$/, ""), "application/xml");
+    for (const item of xml.querySelectorAll('Item[role="description"]')) {
+      const band = Number(item.getAttribute("sample"));
+      if (band >= 0 && band < count) names[band] = item.textContent.trim();
+    }
+  }
+  return { count, names };
+}
+
+async function onScenePicked() {
+  const file = $("scene").files[0];
+  sceneInfo.count = 0;
+  sceneInfo.names = [];
+  delete $("bands").dataset.edited;
+  if (file) {
+    try {
+      Object.assign(sceneInfo, await readTiffBands(file));
+    } catch (_) { /* not a TIFF we can read here: the server will say what it is */ }
+  }
+  describeBands();
+}
+
+async function onAoiFile() {
+  const file = $("aoi-file").files[0];
+  if (file) $("aoi").value = await file.text();
+}
+
+function mapViewAsAoi() {
+  const b = map.getBounds();
+  const ring = [[b.getWest(), b.getSouth()], [b.getEast(), b.getSouth()], [b.getEast(), b.getNorth()],
+                [b.getWest(), b.getNorth()], [b.getWest(), b.getSouth()]];
+  $("aoi").value = JSON.stringify({ type: "Polygon", coordinates: [ring.map(([x, y]) => [+x.toFixed(6), +y.toFixed(6)])] });
+}
+
+// The API names the request field at fault (e.g. field `bands`): put the cursor there.
+function focusField(message) {
+  const m = /field `(\w+)`/.exec(message || "");
+  const input = m && document.querySelector(`#upload [name="${m[1]}"]`);
+  if (input) input.focus();
 }
 
 async function submit(event) {
@@ -60,6 +151,7 @@ async function submit(event) {
     follow(accepted.id);
   } catch (err) {
     showError(err.message);
+    focusField(err.message);
   } finally {
     $("submit").disabled = false;
   }
@@ -162,6 +254,38 @@ window.addEventListener("resize", () => {
   map.invalidateSize();
   if (state.layers && state.layers.bounds) map.fitBounds(state.layers.bounds, { padding: [20, 20] });
 });
+// One opacity for the results (class and score layers), so the scene under them can be judged.
+state.opacity = 0.75;
+const opacity = L.control({ position: "topright" });
+opacity.onAdd = () => {
+  const box = L.DomUtil.create("label", "opacity");
+  box.innerHTML = 'Results <input id="opacity" type="range" min="0" max="1" step="0.05" aria-label="results opacity">';
+  L.DomEvent.disableClickPropagation(box);
+  const input = box.querySelector("input");
+  input.value = String(state.opacity);
+  input.addEventListener("input", () => setResultsOpacity(Number(input.value)));
+  return box;
+};
+opacity.addTo(map);
+
+function setResultsOpacity(value) {
+  state.opacity = value;
+  if (!state.layers) return;
+  const group = state.layers.overlays["Class layer"];
+  if (group) group.eachLayer((l) => l.setOpacity(value));
+  const scores = state.layers.scores;
+  if (scores) scores.setOpacity(value);
+}
+
+// An operator-configured basemap (SPIKESCAN_BASEMAP_URL); none by default, so nothing is fetched from outside.
+async function loadBasemap() {
+  const config = await (await api("web/config.json")).json();
+  if (!config.basemap_url || state.basemap) return;
+  state.basemap = L.tileLayer(config.basemap_url, { attribution: config.basemap_attribution || "", maxZoom: 22 });
+  state.basemap.addTo(map);
+  overlays.addBaseLayer(state.basemap, "Basemap");
+}
+
 const legend = L.control({ position: "bottomright" });
 legend.onAdd = () => L.DomUtil.create("div", "legend");
 legend.addTo(map);
@@ -172,7 +296,8 @@ const AuthTiles = L.GridLayer.extend({
     const img = document.createElement("img");
     img.alt = "";
     const url = this.options.template.replace("{z}", coords.z).replace("{x}", coords.x).replace("{y}", coords.y);
-    fetch(`${url}?v=${this.options.version}`, { headers: authHeaders() })
+    const sep = url.includes("?") ? "&" : "?";
+    fetch(`${url}${sep}v=${this.options.version}`, { headers: authHeaders() })
       .then((r) => (r.ok ? r.blob() : null))
       .then((blob) => {
         if (!blob) return done(null, img);
@@ -212,10 +337,29 @@ function clearLayers() {
   state.layers = null;
 }
 
-function addOverlay(layers, name, layer) {
+function addOverlay(layers, name, layer, show = true) {
   layers.overlays[name] = layer;
   overlays.addOverlay(layer, name);
-  layer.addTo(map);
+  if (show) layer.addTo(map);
+}
+
+// The source scene under the results (from the job's own upload: available as soon as the job is).
+function showScene(job, layers) {
+  const scene = new AuthTiles({
+    template: `v1/jobs/${job.id}/tiles/{z}/{x}/{y}.png?layer=scene`, version: 0, bounds: layers.bounds,
+    maxZoom: 22, zIndex: 1, className: "scene-tiles",
+  });
+  addOverlay(layers, "Scene imagery", scene);
+}
+
+function showScores(job, layers) {
+  const model = state.models.get(job.model);
+  const what = model && model.target_classes.length ? model.target_classes.join(" + ") : "winning class";
+  layers.scores = new AuthTiles({
+    template: `v1/jobs/${job.id}/tiles/{z}/{x}/{y}.png?layer=scores`, version: 0, bounds: layers.bounds,
+    maxZoom: 22, zIndex: 4, opacity: state.opacity, className: "score-tiles",
+  });
+  addOverlay(layers, `Scores (${what})`, layers.scores, false);
 }
 
 function selectJob(jobId) {
@@ -238,9 +382,14 @@ async function showJobLayers(job) {
     layers.footprint = layers.footprint || showFootprint(job, layers);
     await layers.footprint;
     if (state.layers !== layers) return; // another job was selected meanwhile
+    if (!layers.sceneShown && job.status !== "failed") {
+      layers.sceneShown = true;
+      showScene(job, layers);
+    }
     if (job.status === "done" && !layers.finalShown) {
       layers.finalShown = true;
       refreshClassTiles(job, true);
+      showScores(job, layers);
       await showDetections(job, layers);
     } else if (PREVIEWABLE.has(job.status)) {
       refreshClassTiles(job, false);
@@ -285,7 +434,7 @@ function refreshClassTiles(job, final) {
   if (!map.hasLayer(group)) group.clearLayers(); // hidden: nothing would load, so nothing to swap with
   const tiles = new AuthTiles({
     template: `v1/jobs/${job.id}/tiles/{z}/{x}/{y}.png`, version: layers.version, bounds: layers.bounds,
-    opacity: 0.75, maxZoom: 22, className: "class-tiles",
+    opacity: state.opacity, maxZoom: 22, zIndex: 5, className: "class-tiles",
   });
   // The older tiles stay until the newer ones are in, so a refresh never blanks the map.
   tiles.once("load", () => group.eachLayer((old) => {
@@ -334,6 +483,7 @@ async function start() {
   for (const controller of state.streams.values()) controller.abort();
   try {
     await loadModels();
+    await loadBasemap();
     await loadJobs();
   } catch (err) {
     showError(err.message);
@@ -347,6 +497,11 @@ $("api-key").addEventListener("change", (e) => {
   start();
 });
 $("upload").addEventListener("submit", submit);
+$("model").addEventListener("change", () => { delete $("bands").dataset.edited; describeBands(); });
+$("scene").addEventListener("change", onScenePicked);
+$("bands").addEventListener("input", () => { $("bands").dataset.edited = "1"; });
+$("aoi-file").addEventListener("change", onAoiFile);
+$("aoi-view").addEventListener("click", mapViewAsAoi);
 $("copy-cog").addEventListener("click", () => copyLink("classes.tif"));
 $("copy-geojson").addEventListener("click", () => copyLink("detections.geojson"));
 start();

@@ -62,7 +62,9 @@ def test_a_16_bit_scene_is_refused_with_a_422_naming_the_upload(
     err = r.json()["error"]
     assert err["code"] == "out_of_range"
     assert err["message"].startswith("camera16.tif: 100.0 % of its valid pixels")
-    assert "--scale" in err["message"] and str(scenes["sixteen_bit"].parent) not in err["message"]
+    # The API's own words: a request field, never the CLI's flag.
+    assert "field `scale` = 0.00" in err["message"] and "--scale" not in err["message"]
+    assert str(scenes["sixteen_bit"].parent) not in err["message"]
     check()
 
 

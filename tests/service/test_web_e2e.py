@@ -9,6 +9,7 @@ their popups, the layer switch, the legend and the QGIS links are checked, at 12
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+import rasterio
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
+from rasterio.warp import transform_bounds
 
 import models
 
@@ -208,3 +211,97 @@ def test_web_map_shows_the_apis_error_for_a_bad_upload(
     assert page.locator("#jobs li").count() == 0
     # The browser logs the refused request itself; that is the only message allowed.
     assert [e for e in errors if "status of 422" not in e] == [], errors
+
+
+def _seven_band_scene(landsat_tif: Path, out: Path) -> Path:
+    """The Landsat scene with two extra bands around its five and no band names: the server cannot guess."""
+    with rasterio.open(landsat_tif) as src:
+        profile = src.profile | {"count": 7}
+        data = src.read()
+    extra = np.full(data.shape[1:], 7.0, np.float32)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.concatenate([extra[None], data, extra[None]]))
+    return out
+
+
+def _aoi_lonlat(scene: Path, inset: float) -> dict[str, Any]:
+    with rasterio.open(scene) as src:
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    dx, dy = (e - w) * inset, (n - s) * inset
+    ring = [[w + dx, s + dy], [e - dx, s + dy], [e - dx, n - dy], [w + dx, n - dy], [w + dx, s + dy]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _imagery_share(png: bytes, palette: list[list[int]]) -> tuple[float, int]:
+    """Share of pixels that are neither a class colour nor the empty map's, and how many colours there are."""
+    px = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    flat = [c[:3] for c in palette] + [[0xDF, 0xE5, 0xEA], [255, 255, 255]]  # the map's background, controls
+    near = np.zeros(len(px), bool)
+    for c in flat:
+        near |= np.abs(px - np.array(c)).max(axis=1) <= 12
+    return float((~near).mean()), len(np.unique(px, axis=0))
+
+
+def tile_pixels(selector: str) -> str:
+    return OPAQUE_TILE_PIXELS.replace(".class-tiles", selector)
+
+
+def test_web_form_bands_stride_aoi_and_the_scene_under_the_classes(
+    web_stack: Stack, browser: Browser, landsat_tif: Path, tmp_path: Path
+) -> None:
+    """A 7-band scene: the form says which bands the model takes, the API's refusal names field `bands`, the
+    bands typed in the form run the job within an AOI, and the map shows the scene's imagery under the
+    classes."""
+    s = web_stack
+    s.pipeline_workers()
+    scene = _seven_band_scene(landsat_tif, tmp_path / "seven.tif")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_with_key(page, s.url, s.keys[0], errors)
+    page.select_option("#model", MODEL)
+    page.set_input_files("#scene", str(scene))
+    page.wait_for_function("document.querySelector('#bands-hint').textContent.includes('this scene has 7')")
+    hint = page.inner_text("#bands-hint")
+    assert "blue, green, red, nir, swir16" in hint, hint  # from the card
+    assert page.input_value("#bands") == ""  # no names to match: nothing guessed
+
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])")
+    message = page.inner_text("#error")
+    assert "field `bands`" in message and "--bands" not in message, message
+    assert page.evaluate("document.activeElement.id") == "bands"  # the cursor goes where the fix is
+
+    page.fill("#bands", "2,3,4,5,6")
+    page.fill("#stride", "8")
+    page.fill("#aoi", json.dumps(_aoi_lonlat(scene, 0.3)))
+    page.click("#submit")
+    page.wait_for_selector("#jobs li[data-status='done']", timeout=90_000)
+    job_id = page.eval_on_selector("#jobs li", "li => li.dataset.jobId")
+    with s.client() as http:
+        status = http.get(f"/v1/jobs/{job_id}").json()
+    assert status["progress"]["chips_skipped"] > 0, status  # the chips outside the AOI never ran
+
+    page.wait_for_function(f"({tile_pixels('.scene-tiles')})() > 20000", timeout=30_000, polling=500)
+    page.wait_for_function(f"({OPAQUE_TILE_PIXELS})() > 1000", timeout=30_000, polling=500)
+    page.wait_for_timeout(300)  # let the tiles fade in
+    card = json.loads((ZOO / MODEL / "model.json").read_text())
+    shot = page.locator("#map").screenshot(path=str(tmp_path / "scene-under-classes.png"))
+    share, colours = _imagery_share(shot, card["colors"])
+    # Outside the AOI the classes are clear and the scene shows as it is: thousands of imagery colours.
+    assert share > 0.15 and colours > 3000, (share, colours)  # the scene fills about a third of the map
+
+    # The results' opacity control: at 0 only the scene is left; the classes come back at 1.
+    page.fill("#opacity", "0")
+    page.dispatch_event("#opacity", "input")
+    assert page.evaluate("getComputedStyle(document.querySelector('.class-tiles')).opacity") == "0"
+    only_scene, _ = _imagery_share(page.locator("#map").screenshot(), card["colors"])
+    assert only_scene > share, (only_scene, share)
+    switch = page.locator(".leaflet-control-layers-overlays label", has_text="Scene imagery").locator("input")
+    switch.uncheck()
+    assert page.evaluate("document.querySelectorAll('.scene-tiles').length") == 0
+    assert [e for e in errors if "status of 422" not in e and "status of 400" not in e] == [], errors
+    keep = os.environ.get("SPIKESCAN_TEST_SCREENSHOTS")
+    if keep:
+        shutil.copy(tmp_path / "scene-under-classes.png", Path(keep) / "scene-under-classes.png")
