@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-output
 WEB_VENDOR := service/web/vendor/leaflet.js
 APIDOCS_VENDOR := service/apidocs/swagger-ui-bundle.js
 
-.PHONY: demo test test-slow env data web apidocs browser lint clean
+.PHONY: demo test test-slow env data web apidocs browser gdal lint clean
 
 env: $(STAMP)
 
@@ -43,7 +43,13 @@ apidocs:
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: data web apidocs browser
+# Debian's GDAL command-line tools: the tests open results as a GIS analyst would (gdalinfo/ogrinfo over
+# /vsicurl/ on signed URLs, a Shapefile export).
+gdal:
+	command -v gdalinfo >/dev/null && command -v ogrinfo >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq gdal-bin)
+
+test: data web apidocs browser gdal
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: data
