@@ -1,16 +1,15 @@
 """``detections.gpkg`` and ``detections.fgb``: the finished ``detections.geojson`` in the formats GIS desktops
 and web clients open fastest, written through pyogrio (GDAL/OGR's vectorised reader and writer).
 
-They are made from the finished GeoJSON file, not from the rasters: the vector layer is small (one feature
-per object or region), so reading it whole costs little while the mosaic's whole-scene arrays are never held.
-Every property is a plain column — text, integer or real — so exporting on to Shapefile or another GeoPackage
-keeps them; a list or object property (none today) would be written as its JSON text rather than dropped.
-An empty layer still has the columns ``class``, ``score``, ``model``, ``area_m2``.
+They are made from the finished GeoJSON file, not from the rasters, streamed as Arrow record batches
+(``open_arrow`` into ``write_arrow``): the layer of a large scene (hundreds of thousands of crowns, or
+land-cover polygons of many vertices) is never held whole, as the mosaic's whole-scene arrays are not. Every
+property is a plain column (text, integer or real), so exporting on to Shapefile or another GeoPackage keeps
+them. An empty layer still has the columns ``class``, ``score``, ``model``, ``area_m2``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -21,54 +20,39 @@ LAYER = "detections"
 # What every feature has (workers.vectors.VectorWriter), so an empty layer has the same columns.
 BASE_FIELDS: dict[str, type] = {"class": str, "score": float, "model": str, "area_m2": float}
 FORMATS = {"detections.gpkg": "GPKG", "detections.fgb": "FlatGeobuf"}
+BATCH = 4096  # features per Arrow record batch: a few MB at most, whatever the layer's size
 
 
 def export(geojson: Path, out_dir: Path) -> dict[str, Path]:
     """Write every format of ``FORMATS`` beside ``geojson``; {file name: path}. Each file is written under a
     temporary name and moved into place, so a reader never sees half a layer."""
-    meta, _fids, geometry, field_data = pyogrio.raw.read(geojson)
-    fields, columns = _columns(list(meta["fields"]), field_data, len(geometry))
-    geometry_type = meta["geometry_type"] if len(geometry) else "Polygon"
+    empty = pyogrio.read_info(geojson)["features"] == 0
     written = {}
     for name, driver in FORMATS.items():
         path = out_dir / name
         tmp = out_dir / f".tmp.{name}"
         tmp.unlink(missing_ok=True)
-        pyogrio.raw.write(
-            tmp,
-            geometry,
-            columns,
-            fields,
-            crs="EPSG:4326",
-            driver=driver,
-            layer=LAYER,
-            geometry_type=geometry_type,
-            encoding="UTF-8",
-        )
+        if empty:
+            _write_empty(tmp, driver)
+        else:
+            with pyogrio.raw.open_arrow(geojson, batch_size=BATCH) as (meta, stream):
+                pyogrio.raw.write_arrow(
+                    stream,
+                    tmp,
+                    driver=driver,
+                    layer=LAYER,
+                    geometry_name=meta["geometry_name"] or "wkb_geometry",
+                    geometry_type=meta["geometry_type"],
+                    crs="EPSG:4326",
+                    encoding="UTF-8",
+                )
         os.replace(tmp, path)
         written[name] = path
     return written
 
 
-def _columns(
-    names: list[str], data: list[np.ndarray], n: int
-) -> tuple[list[str], list[np.ndarray]]:
-    """The columns to write: the GeoJSON's, with any list/object values as JSON text, and the base fields
-    (typed) when the layer is empty."""
-    out = {name: _flat(col) for name, col in zip(names, data, strict=True)}
-    for name, kind in BASE_FIELDS.items():
-        if name not in out and n == 0:
-            out[name] = np.array([], dtype=object if kind is str else np.float64)
-    return list(out), list(out.values())
-
-
-def _flat(column: np.ndarray) -> np.ndarray:
-    if column.dtype != object or all(v is None or isinstance(v, str) for v in column):
-        return column
-    return np.array(
-        [v if v is None or isinstance(v, str) else json.dumps(_plain(v)) for v in column], dtype=object
-    )
-
-
-def _plain(value: object) -> object:
-    return value.tolist() if isinstance(value, np.ndarray) else value
+def _write_empty(path: Path, driver: str) -> None:
+    """An empty layer with the typed base columns (a GeoJSON with no features has none to stream)."""
+    columns = [np.array([], dtype=object if kind is str else np.float64) for kind in BASE_FIELDS.values()]
+    pyogrio.raw.write(path, np.array([], dtype=object), columns, list(BASE_FIELDS), crs="EPSG:4326",
+                      driver=driver, layer=LAYER, geometry_type="Polygon", encoding="UTF-8")
