@@ -74,26 +74,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from spikescan.malloc import fix_mmap_threshold
     from workers import pipeline
 
+    fix_mmap_threshold()
     return pipeline.main(args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service import serve
+    from spikescan.malloc import fix_mmap_threshold
     from workers.backends import check_available
 
     settings = _settings()
     check_available(None, settings)
+    fix_mmap_threshold()
     return serve.main(args, settings)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from spikescan.malloc import fix_mmap_threshold
     from workers import roles
     from workers.backends import check_available
 
     settings = _settings()
     check_available(args.backend, settings)
+    fix_mmap_threshold()
     return roles.main(args, settings)
 
 

@@ -82,8 +82,10 @@ class _Outcome:
     def none_accepted(self) -> SpikescanError:
         """The refusal of a batch whose every scene was refused: the first error's kind, naming them all."""
         first = self.refused[0][1]
-        listed = "; ".join(exc.message for _scene, exc in self.refused)
-        return type(first)(f"no scene of the batch was accepted: {listed}")
+        messages = list(dict.fromkeys(exc.message for _scene, exc in self.refused))
+        if len(messages) == 1:  # one reason for all (a broken model, say): as a single submission says it
+            return type(first)(messages[0])
+        return type(first)(f"no scene of the batch was accepted: {'; '.join(messages)}")
 
 
 def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]], batch: str) -> _Outcome:

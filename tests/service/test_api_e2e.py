@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,8 +261,12 @@ def test_signed_urls_open_without_a_key(stack: Stack, finished, read_bands) -> N
         assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(f"/vsicurl/{url}") as remote:
         assert np.array_equal(remote.read(), read_bands(out / "classes.tif")) and remote.overviews(1)
-    meta = pyogrio.read_info(f"/vsicurl/{links['signed:detections.gpkg']}")
-    assert meta["features"] == len(json.loads((out / "detections.geojson").read_text())["features"])
+    # GDAL's own warnings (a retried range request on a loaded machine) reach pyogrio's error handler inside
+    # a C callback, where pytest's warnings-as-errors would turn them into an unraisable exception: recorded.
+    with warnings.catch_warnings(record=True) as seen:
+        meta = pyogrio.read_info(f"/vsicurl/{links['signed:detections.gpkg']}")
+    expected = len(json.loads((out / "detections.geojson").read_text())["features"])
+    assert meta["features"] == expected, [str(w.message) for w in seen]
 
 
 @pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="GDAL's command-line tools are not installed")

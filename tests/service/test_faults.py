@@ -21,6 +21,7 @@ import redis
 
 from models.package import ModelPackage
 from workers import pipeline
+from workers.jobs import OUTPUTS, SIDECARS
 
 if TYPE_CHECKING:
     from tests.service.conftest import Stack
@@ -84,9 +85,7 @@ def _assert_like_undisturbed(
     out = s.data_dir / "jobs" / job_id / "out"
     for name in ("classes.tif", "scores.tif"):  # scores.tif carries the hits band
         assert np.array_equal(read_bands(out / name), read_bands(undisturbed[0] / name)), name
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["classes.tif", "scores.tif", "detections.geojson", "item.json", "report.json"]
-    )  # no temporaries of the killed attempt left behind
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + SIDECARS)  # no temporaries left behind
 
 
 def _submit(s: Stack, http: httpx.Client, landsat_tif: Path, model: str) -> str:
