@@ -291,7 +291,7 @@ def finish_outputs(
         "spikescan:detections": n_det,
     }
     item = stac.build_item(
-        stac.item_id(scene.path, pkg.card.name, pkg.id),
+        stac.item_id(scene.source.name, pkg.card.name, pkg.id),
         scene.crs,
         output_transform(scene, grid),
         (grid.out_height, grid.out_width),

@@ -46,7 +46,7 @@ class Counters:
 
 def build_report(
     *,
-    scene: Path,
+    scene: str | Path,
     source_shape: tuple[int, int],
     model: dict[str, str],
     backend: str,

@@ -77,5 +77,6 @@ def build_item(
     }
 
 
-def item_id(scene: Path, model_name: str, model_id: str) -> str:
-    return f"{scene.stem}-{model_name}-{model_id.split(':')[-1][:12]}"
+def item_id(scene_name: str, model_name: str, model_id: str) -> str:
+    """``scene_name``: the scene's file name (``SceneSource.name``: a URL's last segment, a STAC Item id)."""
+    return f"{Path(scene_name).stem}-{model_name}-{model_id.split(':')[-1][:12]}"
