@@ -9,10 +9,8 @@ whose recording fails half way is rolled back here.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import anyio
 from rasterio.windows import Window
@@ -20,11 +18,12 @@ from rasterio.windows import Window
 from models import package
 from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
-from spikescan.errors import Forbidden, InvalidInput, InvalidScene, ModelPackageError, UnknownModel
+from spikescan.errors import InvalidScene, ModelPackageError, UnknownModel
 from workers.chips import ChipGrid
 from workers.input_check import InputOptions, job_fields, open_checked
 from workers.jobs import Job, JobStore, new_id
 from workers.queue import WorkStream
+from workers.roots import InputRoots
 
 # A bare name from the catalogue: never a path, so a caller cannot make the server load any directory.
 VECTOR_FIELDS = ("min_score", "nms_iou")  # a detector's peak-picking overrides (models.tasks.VectorParams)
@@ -45,7 +44,7 @@ class Submitter:
 
     def validate(
         self,
-        scene: Path,
+        scene: str | Path,
         model: str,
         bands: str | None,
         stride: int | None,
@@ -57,7 +56,7 @@ class Submitter:
 
     def check(
         self,
-        scene: Path,
+        scene: str | Path,
         model: str,
         bands: str | None,
         stride: int | None,
@@ -170,7 +169,7 @@ class Submitter:
         job_id: str,
         owner: str,
         model: tuple[str, str],
-        scene: Path,
+        scene: str | Path,
         *,
         uploaded: bool,
         bands: str | None,
@@ -197,27 +196,7 @@ class Submitter:
             raise
         return job
 
-    def resolve_uri(self, uri: str) -> Path:
-        """The real path of ``uri`` if it lies under an input root (symlinks resolved on both sides)."""
-        parsed = urlparse(uri)
-        if parsed.scheme not in ("", "file"):
-            raise InvalidInput(
-                f"{uri}: only paths or file:// URIs under the server's input roots are accepted"
-            )
-        raw = unquote(parsed.path) if parsed.scheme == "file" else uri
-        if "\0" in raw:
-            raise InvalidInput(f"{uri!r}: a path cannot contain a NUL byte")
-        if not os.path.isabs(raw):
-            raise InvalidInput(f"{uri}: give an absolute path under one of the server's input roots")
-        real = Path(os.path.realpath(raw))
-        roots = [Path(os.path.realpath(r)) for r in self.settings.input_roots]
-        if not any(real == root or real.is_relative_to(root) for root in roots):
-            where = (
-                "no input roots are configured (SPIKESCAN_INPUT_ROOTS)"
-                if not roots
-                else "it is outside the server's input roots"
-            )
-            raise Forbidden(f"{uri}: not accepted: {where}")
-        if not real.is_file():
-            raise InvalidScene(f"{uri}: no such file under the input roots")
-        return real
+    def resolve_uri(self, uri: str) -> str:
+        """What to record for ``uri`` if it lies under an input root (``workers.roots``): its real path, or
+        the URL itself."""
+        return InputRoots(self.settings.input_roots).admit(uri)

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     # Extra model packages beyond the shipped zoo.
     models_dir: Path | None = None
     redis_url: str | None = None
-    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Where the API may read scenes a caller names (workers.roots): directories, or URL prefixes such as
+    # https://host/scenes/ and s3://bucket/prefix/. Strings, not paths: a Path would fold "s3://" to "s3:/".
+    input_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_mb: int = 2048
     # Pixels per band a scene's header may claim; checked before any pixel is read, so a tiny file claiming

@@ -308,7 +308,7 @@ class JobStore:
         owner: str,
         model: str,
         model_id: str,
-        scene: Path,
+        scene: str | Path,
         *,
         uploaded: bool,
         bands: str = "",

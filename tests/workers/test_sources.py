@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,34 +17,12 @@ import rasterio
 from models.package import ModelPackage
 from spikescan.errors import InvalidScene, SceneTooLarge, SceneUnreachable
 from tests.bad_scenes import claims_huge
-from tests.remote import RangeServer, S3Server, free_port, range_server
+from tests.remote import RangeServer, S3Server, free_port
 from workers import pipeline, sources
 from workers.chips import ChipGrid
 from workers.scene import open_scene
 
 LAYERS = ("classes.tif", "scores.tif")
-
-
-@pytest.fixture(scope="session")
-def served(landsat_tif: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RangeServer]:
-    root = tmp_path_factory.mktemp("www")
-    shutil.copy(landsat_tif, root / "scene.tif")
-    (root / "page.tif").write_text("<!doctype html><title>login</title>")
-    (root / "empty.tif").write_bytes(b"")
-    with range_server(root) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def s3(landsat_tif: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("moto"))
-    try:
-        client = server.client()
-        client.create_bucket(Bucket="scenes")
-        client.upload_file(str(landsat_tif), "scenes", "nc/scene.tif")
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
