@@ -208,7 +208,7 @@ def _preflight(url: str, shown: str, redirects: int = 3) -> str:
         if redirects == 0:
             raise InvalidScene(f"{shown}: too many redirects")
         return _preflight(target, shown, redirects - 1)
-    _check_status(shown, status)
+    check_status(shown, status)
     if status == 200:
         raise InvalidScene(
             f"{shown}: the server ignores HTTP Range requests (answered 200 with the whole file); "
@@ -223,7 +223,7 @@ def _same_origin(a: str, b: str) -> bool:
     return (pa.scheme.lower(), pa.hostname, pa.port) == (pb.scheme.lower(), pb.hostname, pb.port)
 
 
-def _check_status(shown: str, status: int) -> None:
+def check_status(shown: str, status: int) -> None:
     if status in (200, 206):
         return
     reason = {
