@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import anyio
 from rasterio.windows import Window
@@ -19,6 +20,7 @@ from models import package
 from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
 from spikescan.errors import InvalidScene, ModelPackageError, UnknownModel
+from workers import sources, stac_input
 from workers.chips import ChipGrid
 from workers.input_check import InputOptions, job_fields, open_checked
 from workers.jobs import Job, JobStore, new_id
@@ -143,14 +145,16 @@ class Submitter:
     def submit_uri(
         self,
         owner: str,
-        uri: str,
+        uri: str | dict[str, Any],
         model: str,
         bands: str | None,
         stride: int | None,
         batch: str = "",
         **inputs: float | None,
     ) -> Job:
-        scene = self.resolve_uri(uri)
+        """A job for a scene named by ``uri`` (a path or URL under an input root, or a STAC Item's URL or
+        path) or given as a STAC Item itself (a dict: the API's ``item``)."""
+        scene = self.resolve_uri(uri, model)
         model_id, fields = self.check(scene, model, bands, stride, **inputs)
         return self._record(
             new_id(),
@@ -196,7 +200,18 @@ class Submitter:
             raise
         return job
 
-    def resolve_uri(self, uri: str) -> str:
-        """What to record for ``uri`` if it lies under an input root (``workers.roots``): its real path, or
-        the URL itself."""
-        return InputRoots(self.settings.input_roots).admit(uri)
+    def resolve_uri(self, uri: str | dict[str, Any], model: str) -> str:
+        """What to record as the job's scene, if everything it reads lies under an input root
+        (``workers.roots``): a real path, a URL, or — for a STAC Item — the Item as JSON with absolute hrefs,
+        each asset the model uses admitted here. Recording the Item itself, not its URL, means every worker
+        reads exactly the assets admitted now, whatever the URL serves later."""
+        roots = InputRoots(self.settings.input_roots)
+        if isinstance(uri, str) and not sources.is_stac(uri):
+            return roots.admit(uri)
+        if isinstance(uri, str):
+            item = stac_input.load(roots.admit(uri))
+        else:
+            item = stac_input.item_from_dict(uri, stac_input.inline_name(uri))
+        for pick in stac_input.pick(item, self.load_model(model).card):
+            roots.admit(pick.href)
+        return item.to_json()

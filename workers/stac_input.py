@@ -79,7 +79,11 @@ def load(ref: str) -> Item:
     """The Item ``ref`` names (inline JSON, a path or an http(s) URL), hrefs made absolute."""
     text = ref.strip()
     if text.startswith("{"):
-        return _parse(text, "STAC Item (inline JSON)", None)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidScene(f"STAC Item: not JSON ({exc.msg} at line {exc.lineno})") from None
+        return item_from_dict(data, inline_name(data))
     if urlsplit(text).scheme.lower() in ("http", "https"):
         return _parse(_fetch(text), text, text)
     if urlsplit(text).scheme.lower() == "s3":
@@ -94,6 +98,12 @@ def load(ref: str) -> Item:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidScene(f"{text}: cannot read ({exc})") from None
     return _parse(raw, text, str(path.resolve()))
+
+
+def inline_name(data: Any) -> str:
+    """How messages name an Item given as JSON rather than by a path or URL."""
+    name = data.get("id") if isinstance(data, dict) else None
+    return f"STAC Item {name!r}" if isinstance(name, str) and name else "STAC Item"
 
 
 def _fetch(url: str) -> str:

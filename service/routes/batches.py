@@ -68,7 +68,7 @@ def _all_or_nothing(svc: Services, submit_one: list[Callable[[], Job]], batch: s
 
 
 def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> list[Job]:
-    paths = [svc.submitter.resolve_uri(uri) for uri in body.uris]  # outside the roots: reject at once
+    paths = [svc.submitter.resolve_uri(uri, body.model) for uri in body.uris]  # outside the roots: at once
     inputs = body.model_dump(include={"scale", "nodata", "min_score", "nms_iou"})
     for path in paths:
         svc.submitter.validate(path, body.model, body.bands, body.stride, **inputs)

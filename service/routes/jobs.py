@@ -180,8 +180,8 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
         body = await json_body(request, UriSubmission)
         job = await anyio.to_thread.run_sync(
             lambda: svc.submitter.submit_uri(
-                owner, body.uri, body.model, body.bands, body.stride, scale=body.scale, nodata=body.nodata,
-                min_score=body.min_score, nms_iou=body.nms_iou,
+                owner, body.scene(), body.model, body.bands, body.stride, scale=body.scale,
+                nodata=body.nodata, min_score=body.min_score, nms_iou=body.nms_iou,
             ),
             limiter=svc.submitter.check_slots,
         )
