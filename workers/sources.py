@@ -299,8 +299,8 @@ def _open_error(source: SceneSource, exc: Exception) -> InvalidScene:
         if "Could not resolve" in text or "Couldn't connect" in text or "Connection" in text:
             return SceneUnreachable(f"{source.ref}: the object store is unreachable ({first})")
     kind = sniff_source(source)
-    if source.driver == "GTiff" and (kind or "not recognized" in text or "TIFF" in text):
-        return InvalidScene(f"{source.ref}: not a GeoTIFF" + (f": the file is {kind}" if kind else ""))
+    if kind and source.driver == "GTiff":
+        return InvalidScene(f"{source.ref}: not a GeoTIFF: the file is {kind}")
     return InvalidScene(f"{source.ref}: not a raster GDAL can read ({first})")
 
 
