@@ -18,7 +18,6 @@ from typing import Any
 
 import morecantile
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 from rasterio.warp import transform_bounds
@@ -38,10 +37,11 @@ NODATA = 255
 _TMS = morecantile.tms.get("WebMercatorQuad")
 
 
-def extent(job: Job) -> dict[str, Any]:
-    """The scene's footprint as a GeoJSON Feature in lon/lat, with its ``bbox``."""
-    with rasterio.open(job.scene) as src:
-        geometry = stac.footprint(tuple(src.bounds), src.crs)
+def extent(job: Job, card: ModelCard) -> dict[str, Any]:
+    """The scene's footprint as a GeoJSON Feature in lon/lat, with its ``bbox``. Opened as the workers open
+    it (``workers.sources``): the scene may be a URL, an object in a bucket or a STAC Item."""
+    with open_scene(job.scene, card, job.bands or None) as scene:
+        geometry = stac.footprint(scene.source_bounds, scene.crs)
     lons = [c[0] for c in geometry["coordinates"][0]]
     lats = [c[1] for c in geometry["coordinates"][0]]
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.signing import UrlSigner
 from workers.jobs import OUTPUTS, Job
@@ -23,7 +23,16 @@ NMS_IOU_HELP = "detection models: a box overlapping a better one above this IoU 
 class UriSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(description="path of a scene under one of the server's input roots (or file:// URL)")
+    uri: str | None = Field(
+        default=None,
+        description="the scene under one of the server's input roots: a path (or file:// URL), an https:// "
+        "or s3:// URL of a GeoTIFF, or the path or URL of a STAC Item (.json) whose band assets lie there",
+    )
+    item: dict[str, Any] | None = Field(
+        default=None,
+        description="a STAC Item given inline (instead of uri): its GeoTIFF band assets (absolute hrefs "
+        "under the input roots) are picked by eo:bands common name to match the model and stacked",
+    )
     model: str = Field(description="model name, see GET /v1/models")
     bands: str | None = Field(default=None, description="1-based scene bands in the card's order, e.g. 4,3,2")
     stride: int | None = Field(default=None, ge=1, description="chip stride in model pixels")
@@ -32,6 +41,15 @@ class UriSubmission(BaseModel):
     min_score: float | None = Field(default=None, ge=0, le=1, description=MIN_SCORE_HELP)
     nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
     aoi: dict[str, Any] | None = Field(default=None, description=AOI_HELP)
+
+    @model_validator(mode="after")
+    def _one_scene(self) -> UriSubmission:
+        if (self.uri is None) == (self.item is None):
+            raise ValueError("give exactly one of 'uri' and 'item'")
+        return self
+
+    def scene(self) -> str | dict[str, Any]:
+        return self.uri if self.uri is not None else self.item  # type: ignore[return-value]
 
 
 class BatchSubmission(BaseModel):

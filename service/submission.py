@@ -9,9 +9,9 @@ whose recording fails half way is rolled back here.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import anyio
@@ -20,12 +20,14 @@ from rasterio.windows import Window
 from models import package
 from service.storage import StagedFile, adopt, remove_job_files
 from spikescan.config import Settings
-from spikescan.errors import Forbidden, InvalidInput, InvalidScene, ModelPackageError, UnknownModel
+from spikescan.errors import InvalidInput, ModelPackageError, UnknownModel
+from workers import sources, stac_input
 from workers.aoi import Aoi
 from workers.chips import ChipGrid
 from workers.input_check import InputOptions, job_fields, open_checked
 from workers.jobs import Job, JobStore, new_id
 from workers.queue import WorkStream
+from workers.roots import InputRoots
 
 # A bare name from the catalogue: never a path, so a caller cannot make the server load any directory.
 VECTOR_FIELDS = ("min_score", "nms_iou")  # a detector's peak-picking overrides (models.tasks.VectorParams)
@@ -46,7 +48,7 @@ class Submitter:
 
     def validate(
         self,
-        scene: Path,
+        scene: str | Path,
         model: str,
         bands: str | None,
         stride: int | None,
@@ -58,7 +60,7 @@ class Submitter:
 
     def check(
         self,
-        scene: Path,
+        scene: str | Path,
         model: str,
         bands: str | None,
         stride: int | None,
@@ -150,7 +152,7 @@ class Submitter:
     def submit_uri(
         self,
         owner: str,
-        uri: str,
+        uri: str | dict[str, Any],
         model: str,
         bands: str | None,
         stride: int | None,
@@ -158,7 +160,9 @@ class Submitter:
         aoi: Aoi | None = None,
         **inputs: float | None,
     ) -> Job:
-        scene = self.resolve_uri(uri)
+        """A job for a scene named by ``uri`` (a path or URL under an input root, or a STAC Item's URL or
+        path) or given as a STAC Item itself (a dict: the API's ``item``)."""
+        scene = self.resolve_uri(uri, model)
         model_id, fields = self.check(scene, model, bands, stride, aoi=aoi, **inputs)
         return self._record(
             new_id(),
@@ -178,7 +182,7 @@ class Submitter:
         job_id: str,
         owner: str,
         model: tuple[str, str],
-        scene: Path,
+        scene: str | Path,
         *,
         uploaded: bool,
         scene_name: str,
@@ -207,33 +211,28 @@ class Submitter:
             raise
         return job
 
-    def resolve_uri(self, uri: str) -> Path:
-        """The real path of ``uri`` if it lies under an input root (symlinks resolved on both sides)."""
-        parsed = urlparse(uri)
-        if parsed.scheme not in ("", "file"):
-            raise InvalidInput(
-                f"{uri}: only paths or file:// URIs under the server's input roots are accepted"
-            )
-        raw = unquote(parsed.path) if parsed.scheme == "file" else uri
-        if "\0" in raw:
-            raise InvalidInput(f"{uri!r}: a path cannot contain a NUL byte")
-        if not os.path.isabs(raw):
-            raise InvalidInput(f"{uri}: give an absolute path under one of the server's input roots")
-        real = Path(os.path.realpath(raw))
-        roots = [Path(os.path.realpath(r)) for r in self.settings.input_roots]
-        if not any(real == root or real.is_relative_to(root) for root in roots):
-            where = (
-                "no input roots are configured (SPIKESCAN_INPUT_ROOTS)"
-                if not roots
-                else "it is outside the server's input roots"
-            )
-            raise Forbidden(f"{uri}: not accepted: {where}")
-        if not real.is_file():
-            raise InvalidScene(f"{uri}: no such file under the input roots")
-        return real
+    def resolve_uri(self, uri: str | dict[str, Any], model: str) -> str:
+        """What to record as the job's scene, if everything it reads lies under an input root
+        (``workers.roots``): a real path, a URL, or — for a STAC Item — the Item as JSON with absolute hrefs,
+        each asset the model uses admitted here. Recording the Item itself, not its URL, means every worker
+        reads exactly the assets admitted now, whatever the URL serves later."""
+        roots = InputRoots(self.settings.input_roots)
+        if isinstance(uri, str) and not sources.is_stac(uri):
+            return roots.admit(uri)
+        if isinstance(uri, str):
+            item = stac_input.load(roots.admit(uri))
+        else:
+            item = stac_input.item_from_dict(uri, stac_input.inline_name(uri))
+        for pick in stac_input.pick(item, self.load_model(model).card):
+            roots.admit(pick.href)
+        return item.to_json()
 
 
-def uri_name(uri: str) -> str:
-    """The scene's name as the caller gave it: the basename of the uri (before symlinks are resolved)."""
+def uri_name(uri: str | dict[str, Any]) -> str:
+    """The scene's name as the caller gave it: the basename of the uri (before symlinks are resolved), or an
+    inline STAC Item's id."""
+    if isinstance(uri, dict):
+        name = uri.get("id")
+        return name if isinstance(name, str) and name else "stac-item"
     parsed = urlparse(uri)
     return Path(unquote(parsed.path) if parsed.scheme else uri).name or uri

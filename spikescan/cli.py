@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("predict", help="run the whole pipeline on one scene, in this process")
-    p.add_argument("scene", help="GeoTIFF (or any raster GDAL opens)")
+    p.add_argument(
+        "scene", help="GeoTIFF (or any raster GDAL opens): a path, an http(s):// or s3:// URL, or a STAC Item"
+    )
     p.add_argument(
         "--model", required=True, help="a model name (see `spikescan models`) or a package directory"
     )

@@ -23,8 +23,9 @@ def _split(value: object) -> object:
     return value
 
 
-# A path list separator (``:`` on POSIX, as in $PATH) that is not a URL scheme's ``://``.
-_PATHSEP = re.compile(re.escape(os.pathsep) + r"(?!//)")
+# A path list separator (``:`` on POSIX, as in $PATH) where the next root begins: an absolute path or a URL.
+# Not a scheme's ``://`` nor a port's ``:8080/``, which are followed by neither.
+_PATHSEP = re.compile(re.escape(os.pathsep) + r"(?=\s*/(?!/)|\s*[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 def _split_roots(value: object) -> object:
@@ -46,7 +47,9 @@ class Settings(BaseSettings):
     # Extra model packages beyond the shipped zoo.
     models_dir: Path | None = None
     redis_url: str | None = None
-    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Where the API may read scenes a caller names (workers.roots): directories, or URL prefixes such as
+    # https://host/scenes/ and s3://bucket/prefix/. Strings, not paths: a Path would fold "s3://" to "s3:/".
+    input_roots: Annotated[list[str], NoDecode] = Field(default_factory=list)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Signed result URLs (service/signing.py): the HMAC secret (default: derived from the API keys) and how
     # long a link works.

@@ -110,6 +110,12 @@ class SceneTooLarge(InvalidScene):
     code = "scene_too_large"
 
 
+class SceneUnreachable(InvalidScene):
+    """A remote scene (URL, bucket) that could not be reached or answered with a server error."""
+
+    code = "scene_unreachable"
+
+
 class ModelPackageError(SpikescanError, ValueError):
     """A model package that is broken, tampered with, or not ours."""
 

@@ -8,6 +8,8 @@ for real; they do not depend on the trained models another engineer ships.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,36 @@ import pytest
 from models import package
 from models.card import Band, Detection, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
 from spikescan import data
+from tests.remote import RangeServer, S3Server, range_server
 
 RGB = ("red", "green", "blue")
 LANDSAT = ("blue", "green", "red", "nir", "swir16")
+
+
+@pytest.fixture(scope="session")
+def served(landsat_tif: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RangeServer]:
+    """A real HTTP server honouring Range over a folder holding the Landsat scene as ``scene.tif`` (and a
+    web page and an empty file named .tif); see ``tests.remote`` for its failure paths."""
+    root = tmp_path_factory.mktemp("www")
+    shutil.copy(landsat_tif, root / "scene.tif")
+    (root / "page.tif").write_text("<!doctype html><title>login</title>")
+    (root / "empty.tif").write_bytes(b"")
+    with range_server(root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3(landsat_tif: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server (its own process) with bucket ``scenes`` holding the Landsat scene at
+    ``nc/scene.tif``; ``s3.env`` is the AWS_* environment that reaches it."""
+    server = S3Server(tmp_path_factory.mktemp("moto"))
+    try:
+        client = server.client()
+        client.create_bucket(Bucket="scenes")
+        client.upload_file(str(landsat_tif), "scenes", "nc/scene.tif")
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

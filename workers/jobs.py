@@ -319,7 +319,7 @@ class JobStore:
         owner: str,
         model: str,
         model_id: str,
-        scene: Path,
+        scene: str | Path,
         *,
         uploaded: bool,
         scene_name: str = "",

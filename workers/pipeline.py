@@ -269,7 +269,7 @@ def finish_outputs(
 ) -> dict[str, Any]:
     """item.json and report.json for the finished rasters and vector layer in ``out``; ``scene_name`` is
     what the user called the scene (an upload's file name), default the file's own name."""
-    name = scene_name or scene.path.name
+    name = scene_name or scene.source.name
     n_det = counters.detections
     resampling = scene.resampled.note() if scene.resampled else None
     outputs = {name: str(out / href) for name, (href, *_rest) in stac.ASSETS.items()} | {

@@ -46,7 +46,7 @@ class Counters:
 
 def build_report(
     *,
-    scene: Path,
+    scene: str | Path,
     scene_name: str | None = None,
     source_shape: tuple[int, int],
     model: dict[str, str],
@@ -70,7 +70,7 @@ def build_report(
     energy = None if energy_per_chip_j is None else energy_per_chip_j * processed
     return {
         "scene": str(scene),
-        "scene_name": scene_name or scene.name,
+        "scene_name": scene_name or Path(str(scene)).name,
         "scene_shape": list(source_shape),
         "model": model,
         "backend": backend,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -48,8 +47,9 @@ from models import normalisation
 from models.card import ModelCard, Normalisation
 from spikescan.config import get_settings
 from spikescan.errors import BandMismatch, InvalidScene, ResolutionMismatch, SceneTooLarge, option
-from workers import acquisition
+from workers import acquisition, sources
 from workers.chips import Chip, ChipGrid
+from workers.sources import SceneSource
 
 if TYPE_CHECKING:
     from workers.aoi import Aoi, AoiMask
@@ -61,17 +61,6 @@ GSD_MAX_FACTOR = 4.0  # refuse beyond this: resampling that far is never what th
 REAL_DTYPES = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"}
 )
-# What a file that is not a TIFF most often is, from its first bytes: for a message better than GDAL's.
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"GIF8", "a GIF image"),
-    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"<", "an XML or HTML document (a GDAL VRT, say)"),
-)
-
-
 # Values producers write for "no data" without always declaring them; masked where every used band holds one.
 SENTINELS = (-9999.0, -99999.0, float(np.finfo(np.float32).min))
 
@@ -189,15 +178,19 @@ class Scene:
     """An open scene on the model's grid. Use as a context manager; ``read`` takes model-grid windows."""
 
     def __init__(
-        self, path: Path, src: rasterio.DatasetReader, band_indexes: list[int], card: ModelCard
+        self, source: SceneSource, src: rasterio.DatasetReader, band_indexes: list[int], card: ModelCard
     ) -> None:
-        self.path = path
+        self.source = source
+        self.path = source.ref  # what every message names: the user's own reference
         self._src = src
         self.band_indexes = band_indexes
         self.source_bounds = tuple(src.bounds)
         self.source_shape = (src.height, src.width)
-        self.resampled = _resampling_plan(path, src, card.gsd_m)
-        self._ds: rasterio.DatasetReader | WarpedVRT = _warped(src, self.resampled) if self.resampled else src
+        self.resampled = _resampling_plan(self.path, src, card.gsd_m)
+        self._ds: rasterio.DatasetReader | WarpedVRT = src
+        if self.resampled:
+            with source.env():
+                self._ds = _warped(src, self.resampled)
         self._transform = _model_transform(src.transform, self.resampled) if self.resampled else src.transform
         self.dtypes = [src.dtypes[i - 1] for i in band_indexes]
         self.band_names = [b.name for b in card.bands]
@@ -244,7 +237,8 @@ class Scene:
         if warp_nodata != self.warp_nodata and self.resampled:
             if self._ds is not self._src:
                 self._ds.close()
-            self._ds = _warped(self._src, self.resampled, warp_nodata)
+            with self.source.env():
+                self._ds = _warped(self._src, self.resampled, warp_nodata)
             self.__dict__.pop("_nodata", None)
         self.warp_nodata = warp_nodata
         self.scale = scale
@@ -286,8 +280,9 @@ class Scene:
         (r0, r1), (c0, c1) = inner.toranges()
         dy, dx = r0 - int(window.row_off), c0 - int(window.col_off)
         try:
-            data = self._ds.read(self.band_indexes, window=inner)
-            ok = self._validity(data, inner)
+            with self.source.env():  # a remote scene's GDAL options, in whichever thread reads
+                data = self._ds.read(self.band_indexes, window=inner)
+                ok = self._validity(data, inner)
             if self.aoi is not None:
                 ok &= self.aoi.inside(c0, r0, c1 - c0, r1 - r0)
         except RasterioError as exc:
@@ -393,66 +388,44 @@ class Scene:
 
 
 def open_scene(
-    path: str | Path,
+    path: str | Path | SceneSource,
     card: ModelCard,
     bands: str | Sequence[int] | None = None,
     *,
     geotiff_only: bool = False,
     max_pixels: int | None = None,
 ) -> Scene:
-    """Open ``path`` for ``card``; an ``InvalidScene`` subclass naming the file if it cannot be scanned.
+    """Open ``path`` (anything ``workers.sources`` resolves: a path, an http(s) or s3 URL, a STAC Item) for
+    ``card``; an ``InvalidScene`` subclass naming it if it cannot be scanned.
 
     ``geotiff_only`` is for files a remote caller chose: GDAL's other drivers would let an upload be a VRT
-    that reads any raster on the server, or a WMS description that makes it fetch URLs. ``max_pixels``
-    (default: the configured ``max_scene_pixels``) caps what the header may claim."""
-    path = Path(path)
-    _check_file(path)
-    src = _open(path, geotiff_only)
+    that reads any raster on the server, or a WMS description that makes it fetch URLs (remote scenes are
+    GeoTIFFs only anyway). ``max_pixels`` (default: the configured ``max_scene_pixels``) caps what the header
+    may claim."""
+    source = _source(path, card, geotiff_only)
+    src = sources.open_dataset(source)
     try:
-        _check_size(path, src, get_settings().max_scene_pixels if max_pixels is None else max_pixels)
-        _check_dtypes(path, src)
-        _check_georeferencing(path, src)
-        indexes = map_bands(path, src, card, bands)
-        return Scene(path, src, indexes, card)
+        _check_size(source.ref, src, get_settings().max_scene_pixels if max_pixels is None else max_pixels)
+        _check_dtypes(source.ref, src)
+        _check_georeferencing(source, src)
+        indexes = map_bands(source.ref, src, card, bands)
+        return Scene(source, src, indexes, card)
     except BaseException:
         src.close()
         raise
 
 
-def _check_file(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InvalidScene(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        raise InvalidScene(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    if size == 0:
-        raise InvalidScene(f"{path}: the file is empty (0 bytes)")
+def _source(path: str | Path | SceneSource, card: ModelCard, geotiff_only: bool) -> SceneSource:
+    if isinstance(path, SceneSource):
+        return path
+    if sources.is_stac(path):
+        from workers import stac_input  # the STAC reader needs the card: which bands to stack
+
+        return stac_input.source(str(path), card)
+    return sources.resolve(path, geotiff_only=geotiff_only)
 
 
-def _open(path: Path, geotiff_only: bool) -> rasterio.DatasetReader:
-    try:
-        with warnings.catch_warnings():
-            # We refuse ungeoreferenced scenes ourselves, with a message naming the file.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path, driver="GTiff" if geotiff_only else None)
-    except RasterioError as exc:
-        kind = _sniff(path)
-        if kind and geotiff_only:
-            raise InvalidScene(f"{path}: not a GeoTIFF: the file is {kind}") from None
-        raise InvalidScene(f"{path}: not a raster GDAL can read ({_first_line(exc)})") from None
-
-
-def _sniff(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return None  # GDAL's own message says enough
-    return next((kind for magic, kind in _SIGNATURES if head.lstrip().startswith(magic)), None)
-
-
-def _check_size(path: Path, src: rasterio.DatasetReader, max_pixels: int) -> None:
+def _check_size(path: str, src: rasterio.DatasetReader, max_pixels: int) -> None:
     if src.width * src.height > max_pixels:
         raise SceneTooLarge(
             f"{path}: header claims {src.width:,} x {src.height:,} pixels ({src.width * src.height:.3g} per "
@@ -461,7 +434,7 @@ def _check_size(path: Path, src: rasterio.DatasetReader, max_pixels: int) -> Non
         )
 
 
-def _check_dtypes(path: Path, src: rasterio.DatasetReader) -> None:
+def _check_dtypes(path: str, src: rasterio.DatasetReader) -> None:
     unsupported = sorted(set(src.dtypes) - REAL_DTYPES)
     if unsupported:
         raise InvalidScene(
@@ -471,7 +444,8 @@ def _check_dtypes(path: Path, src: rasterio.DatasetReader) -> None:
         )
 
 
-def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
+def _check_georeferencing(source: SceneSource, src: rasterio.DatasetReader) -> None:
+    path = source.ref
     if src.width < 1 or src.height < 1 or src.count < 1:
         raise InvalidScene(f"{path}: empty raster ({src.width}x{src.height}, {src.count} bands)")
     t = src.transform
@@ -479,7 +453,8 @@ def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
         gcps, _ = src.gcps
         hint = " (only ground control points: warp it to a map grid first, e.g. gdalwarp)" if gcps else ""
         if src.driver != "GTiff":
-            hint += f" (the file is {_sniff(path) or 'a ' + src.driver + ' raster'}, not a GeoTIFF)"
+            kind = sources.sniff_source(source)
+            hint += f" (the file is {kind or 'a ' + src.driver + ' raster'}, not a GeoTIFF)"
         raise InvalidScene(f"{path}: not georeferenced: no CRS and geotransform{hint}")
     if t.b != 0 or t.d != 0:
         raise InvalidScene(
@@ -490,7 +465,7 @@ def _check_georeferencing(path: Path, src: rasterio.DatasetReader) -> None:
 
 
 def map_bands(
-    path: Path, src: rasterio.DatasetReader, card: ModelCard, bands: str | Sequence[int] | None
+    path: str, src: rasterio.DatasetReader, card: ModelCard, bands: str | Sequence[int] | None
 ) -> list[int]:
     """1-based scene bands in the card's order: explicit ``bands``, else names, else all bands in order."""
     want = [b.name for b in card.bands]
@@ -512,7 +487,7 @@ def map_bands(
     )
 
 
-def _explicit_bands(path: Path, count: int, want: list[str], bands: str | Sequence[int]) -> list[int]:
+def _explicit_bands(path: str, count: int, want: list[str], bands: str | Sequence[int]) -> list[int]:
     try:
         idx = [int(b) for b in (bands.split(",") if isinstance(bands, str) else bands)]
     except ValueError:
@@ -553,7 +528,7 @@ def scene_gsd_m(src: rasterio.DatasetReader) -> tuple[float, float]:
     return abs(t.a) * factor, abs(t.e) * factor
 
 
-def _resampling_plan(path: Path, src: rasterio.DatasetReader, model_gsd: float) -> Resampled | None:
+def _resampling_plan(path: str, src: rasterio.DatasetReader, model_gsd: float) -> Resampled | None:
     gsd = scene_gsd_m(src)
     factor = (model_gsd / gsd[0], model_gsd / gsd[1])
     if any(f > GSD_MAX_FACTOR or f < 1 / GSD_MAX_FACTOR for f in factor):
@@ -612,7 +587,3 @@ def _clip(window: Window, width: int, height: int) -> Window | None:
     if c1 <= c0 or r1 <= r0:
         return None
     return Window(c0, r0, c1 - c0, r1 - r0)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

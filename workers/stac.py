@@ -115,7 +115,8 @@ def build_item(
 
 
 def item_id(scene_name: str, model_name: str, model_id: str) -> str:
-    """``<scene file's stem>-<model>-<id prefix>``, the stem made safe for URLs and file names."""
+    """``<scene name's stem>-<model>-<id prefix>``, the stem made safe for URLs and file names
+    (``scene_name``: an upload's file name, a URL's last segment, a STAC Item id)."""
     stem = scene_name.rsplit(".", 1)[0] if "." in scene_name.strip(".") else scene_name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "scene"
     return f"{safe}-{model_name}-{model_id.split(':')[-1][:12]}"

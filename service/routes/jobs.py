@@ -188,8 +188,8 @@ async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accept
         aoi = aois.parse(body.aoi, option("aoi")) if body.aoi is not None else None
         job = await anyio.to_thread.run_sync(
             lambda: svc.submitter.submit_uri(
-                owner, body.uri, body.model, body.bands, body.stride, scale=body.scale, nodata=body.nodata,
-                min_score=body.min_score, nms_iou=body.nms_iou, aoi=aoi,
+                owner, body.scene(), body.model, body.bands, body.stride, scale=body.scale,
+                nodata=body.nodata, min_score=body.min_score, nms_iou=body.nms_iou, aoi=aoi,
             ),
             limiter=svc.submitter.check_slots,
         )

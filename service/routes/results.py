@@ -94,9 +94,10 @@ async def tile(
 @router.get(
     "/extent", response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {}}}}
 )
-async def extent(job: JobDep) -> JSONResponse:
+async def extent(job: JobDep, svc: ServicesDep) -> JSONResponse:
     """The scene's footprint (GeoJSON Feature, lon/lat, with ``bbox``), available as soon as the job is."""
-    feature = await anyio.to_thread.run_sync(preview.extent, job)
+    card = model_card(job.model, job.model_id, svc.settings.models_dir)
+    feature = await anyio.to_thread.run_sync(preview.extent, job, card)
     return JSONResponse(feature, media_type="application/geo+json")
 
 

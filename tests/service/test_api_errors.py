@@ -122,8 +122,11 @@ def test_uris_outside_the_input_roots_are_refused_symlinks_included(
         for uri in (str(osbs_tif), str(link), escape, f"file://{link}"):
             r = http.post("/v1/jobs", json={"uri": uri, "model": "rand-rgb"})
             assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (uri, r.text)
-        r = http.post("/v1/jobs", json={"uri": "http://example.org/a.tif", "model": "rand-rgb"})
-        assert r.status_code == 400
+        # URLs are accepted only under a URL root (tests/service/test_remote_scenes.py); this stack has none.
+        r = http.post("/v1/jobs", json={"uri": "https://example.org/a.tif", "model": "rand-rgb"})
+        assert r.status_code == 403 and "outside the server's input roots" in r.json()["error"]["message"]
+        r = http.post("/v1/jobs", json={"uri": "ftp://example.org/a.tif", "model": "rand-rgb"})
+        assert r.status_code == 400 and "unsupported scheme 'ftp'" in r.json()["error"]["message"]
         r = http.post("/v1/jobs", json={"uri": str(stack.inputs / "missing.tif"), "model": "rand-rgb"})
         assert r.status_code == 422 and "no such file" in r.json()["error"]["message"]
     check()

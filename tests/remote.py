@@ -1,0 +1,163 @@
+"""Real remote stores for the tests: an HTTP file server that honours ``Range`` (Python's ``http.server``
+does not, and GDAL's /vsicurl/ needs it) and moto's S3-compatible server as a separate process.
+
+The HTTP server also answers the ways a remote scene goes wrong: ``/redirect-away/NAME`` sends the client
+to another host, ``/redirect-here/NAME`` to the same host, ``/forbidden/NAME`` is a 403, ``/no-range/NAME``
+ignores ``Range`` and sends the whole file. Every request's path and Range header is logged in
+``requests`` so a test can show that only parts of a file were read.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RangeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RangeServer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass  # the test log stays readable; requests are kept in server.requests
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        self.server.requests.append((self.command, self.path, self.headers.get("Range")))
+        mode, _, name = self.path.lstrip("/").partition("/")
+        if mode == "redirect-away":
+            return self._status(302, {"Location": f"http://localhost:{self.server.server_address[1]}/{name}"})
+        if mode == "redirect-here":
+            return self._status(302, {"Location": f"/{name}"})
+        if mode == "forbidden":
+            return self._status(403)
+        if mode != "no-range":
+            name = self.path.lstrip("/")
+        file = (self.server.root / name.split("?")[0]).resolve()
+        if not file.is_file() or not file.is_relative_to(self.server.root.resolve()):
+            return self._status(404)
+        size = file.stat().st_size
+        start, end = 0, size - 1
+        match = _RANGE.match(self.headers.get("Range", "")) if mode != "no-range" else None
+        if match:
+            start = int(match[1])
+            end = min(int(match[2]) if match[2] else size - 1, size - 1)
+            if start >= size:
+                return self._status(416, {"Content-Range": f"bytes */{size}"})
+        self.send_response(206 if match else 200)
+        self.send_header("Accept-Ranges", "bytes" if mode != "no-range" else "none")
+        self.send_header("Content-Length", str(end - start + 1))
+        if match:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if body:
+            with open(file, "rb") as fh:
+                fh.seek(start)
+                try:
+                    self.wfile.write(fh.read(end - start + 1))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a client that read what it wanted and hung up (a preflight, the no-range case)
+
+    def _status(self, code: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@contextmanager
+def range_server(root: Path) -> Iterator[RangeServer]:
+    server = RangeServer(root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class S3Server:
+    """moto's S3-compatible server (``moto_server``) in its own process, with the AWS_* environment a
+    client needs to reach it."""
+
+    def __init__(self, workdir: Path) -> None:
+        venv_bin = str(Path(sys.executable).parent)
+        exe = shutil.which("moto_server", path=venv_bin) or shutil.which("moto_server")
+        if exe is None:
+            raise RuntimeError("moto_server not installed (pip install 'moto[server]')")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "spikescan-test",
+            "AWS_SECRET_ACCESS_KEY": "spikescan-test-secret",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+        self._log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(self.endpoint, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"moto_server did not start (see {workdir / 'moto.log'})") from None
+                time.sleep(0.2)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_REGION"],
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

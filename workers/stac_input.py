@@ -1,0 +1,307 @@
+"""A STAC Item whose bands are separate (COG) assets, as one scene: the stack GDAL opens is a VRT we write
+in memory, never a file the user has to make.
+
+* **Loading** (``load``): inline JSON, a local ``.json`` path, or an http(s) URL (one GET, no redirects
+  followed, at most ``MAX_ITEM_BYTES``). Relative asset hrefs are made absolute against the Item's own
+  location (its ``self`` link, else where it was read from), so the Item can be recorded as JSON in a job and
+  every worker reads the very same assets.
+* **Picking bands** (``pick``): for each band of the model card, the first GeoTIFF asset band whose
+  ``eo:bands``/``bands`` common name or name, or asset key (``blue``, ``B02``, ``SR_B2``), is the card band's
+  name or common name. Single-band assets win over multi-band ones (a ``visual`` RGB preview is not data).
+* **Stacking** (``vrt_xml``): one VRT band per card band, in the card's order, named after it (so
+  ``workers.scene.map_bands`` finds them by name), on the grid of the finest chosen asset; coarser bands are
+  placed by their own geotransforms (nearest neighbour). Where ``raster:bands`` gives ``scale``/``offset``
+  the band is Float32 ``value * scale + offset`` with the asset's nodata (and everything outside an asset's
+  footprint) as NaN, which ``workers.scene`` counts as invalid.
+
+Every asset is opened (header only) through ``workers.sources`` with the GeoTIFF driver when the Item is
+read, and the VRT names each one as ``GTIFF_RAW:<path>``: GDAL then opens it with the GeoTIFF driver only,
+also when the VRT opens it again later, so a swapped asset can never be a VRT or any other format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+from xml.sax.saxutils import escape
+
+import httpx
+
+from models.card import ModelCard
+from spikescan.errors import BandMismatch, InvalidScene, SceneUnreachable
+from workers import sources
+from workers.sources import SceneSource
+
+MAX_ITEM_BYTES = 4 << 20  # a Sentinel-2 Item is ~30 kB; anything this large is not an Item
+# Sentinel-2 band ids to common names, for Items whose assets lack eo:bands (keys like "B02").
+S2_BANDS = {
+    "b01": "coastal", "b02": "blue", "b03": "green", "b04": "red", "b05": "rededge", "b06": "rededge",
+    "b07": "rededge", "b08": "nir", "b8a": "nir08", "b09": "nir09", "b11": "swir16", "b12": "swir22",
+}
+_LANDSAT_KEY = re.compile(r"^(sr_|st_)?b(\d+)$")  # SR_B2 style keys carry eo:bands in C2 Items anyway
+
+
+@dataclass(frozen=True)
+class Item:
+    """A STAC Item as read, its asset hrefs absolute; ``shown`` names it in messages."""
+
+    data: dict[str, Any]
+    shown: str
+
+    @property
+    def id(self) -> str:
+        return str(self.data.get("id") or "item")
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One card band: which asset band it comes from and how to scale it."""
+
+    band: str
+    key: str
+    href: str
+    index: int  # 1-based band of the asset
+    scale: float | None
+    offset: float | None
+    nodata: float | None
+
+
+def load(ref: str) -> Item:
+    """The Item ``ref`` names (inline JSON, a path or an http(s) URL), hrefs made absolute."""
+    text = ref.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidScene(f"STAC Item: not JSON ({exc.msg} at line {exc.lineno})") from None
+        return item_from_dict(data, inline_name(data))
+    if urlsplit(text).scheme.lower() in ("http", "https"):
+        return _parse(_fetch(text), text, text)
+    if urlsplit(text).scheme.lower() == "s3":
+        raise InvalidScene(f"{text}: STAC Items are read from paths or http(s) URLs (assets may be in S3)")
+    path = Path(text.removeprefix("file://"))
+    try:
+        if path.stat().st_size > MAX_ITEM_BYTES:
+            raise InvalidScene(f"{text}: larger than {MAX_ITEM_BYTES >> 20} MB: not a STAC Item")
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidScene(f"{text}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidScene(f"{text}: cannot read ({exc})") from None
+    return _parse(raw, text, str(path.resolve()))
+
+
+def inline_name(data: Any) -> str:
+    """How messages name an Item given as JSON rather than by a path or URL."""
+    name = data.get("id") if isinstance(data, dict) else None
+    return f"STAC Item {name!r}" if isinstance(name, str) and name else "STAC Item"
+
+
+def _fetch(url: str) -> str:
+    try:
+        with httpx.Client(timeout=sources.PREFLIGHT_TIMEOUT_S, follow_redirects=False) as client:
+            with client.stream("GET", url) as resp:
+                if resp.status_code != 200:
+                    sources.check_status(url, resp.status_code)
+                    raise InvalidScene(f"{url}: the server answered HTTP {resp.status_code}")
+                body = bytearray()
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ITEM_BYTES:
+                        raise InvalidScene(f"{url}: larger than {MAX_ITEM_BYTES >> 20} MB: not a STAC Item")
+    except httpx.HTTPError as exc:
+        raise SceneUnreachable(f"{url}: unreachable ({type(exc).__name__}: {exc})") from None
+    return body.decode("utf-8", errors="replace")
+
+
+def _parse(raw: str, shown: str, location: str | None) -> Item:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidScene(f"{shown}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    return item_from_dict(data, shown, location)
+
+
+def item_from_dict(data: Any, shown: str, location: str | None = None) -> Item:
+    """Check the shape of an Item and make its asset hrefs absolute (against ``self`` or ``location``)."""
+    is_item = isinstance(data, dict) and data.get("type") == "Feature"
+    if not is_item or not isinstance(data.get("assets"), dict):
+        raise InvalidScene(f"{shown}: not a STAC Item (a GeoJSON Feature with 'assets')")
+    links = data.get("links") if isinstance(data.get("links"), list) else []
+    base = next((x.get("href") for x in links if isinstance(x, dict) and x.get("rel") == "self"), location)
+    assets: dict[str, Any] = {}
+    for key, asset in data["assets"].items():
+        if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
+            raise InvalidScene(f"{shown}: asset {key!r} has no href")
+        assets[key] = {**asset, "href": _absolute(asset["href"], base, shown, key)}
+    return Item({**data, "assets": assets}, shown)
+
+
+def _absolute(href: str, base: str | None, shown: str, key: str) -> str:
+    if urlsplit(href).scheme or href.startswith(("/", "/vsi")):
+        return href
+    if base is None:
+        raise InvalidScene(f"{shown}: asset {key!r} has a relative href ({href}) and the Item no self link")
+    if urlsplit(base).scheme:
+        return urljoin(base, href)
+    return str((Path(base).parent / href).resolve())
+
+
+# --- picking bands ----------------------------------------------------------------------------------------
+def pick(item: Item, card: ModelCard) -> list[Pick]:
+    """An asset band for every card band, in the card's order; ``BandMismatch`` naming what is missing."""
+    candidates = _candidates(item)
+    picks: list[Pick] = []
+    for band in card.bands:
+        want = {band.name.lower(), (band.common_name or "").lower()} - {""}
+        found = next((p for names, p in candidates if names & want), None)
+        if found is None:
+            have = sorted({n for names, _ in candidates for n in names})
+            raise BandMismatch(
+                f"{item.shown}: no asset for the model's band {band.name!r} (by eo:bands common name, name "
+                f"or asset key); the Item's GeoTIFF assets offer {', '.join(have) or 'none'}"
+            )
+        picks.append(Pick(band.name, found.key, found.href, found.index, found.scale, found.offset,
+                          found.nodata))
+    return picks
+
+
+def _candidates(item: Item) -> list[tuple[set[str], Pick]]:
+    """Every band of every GeoTIFF asset with the names it answers to; single-band assets first."""
+    out: list[tuple[int, set[str], Pick]] = []
+    for key, asset in item.data["assets"].items():
+        if not _is_geotiff(asset):
+            continue
+        bands = asset.get("eo:bands") or asset.get("bands") or [{}]
+        raster = asset.get("raster:bands") or asset.get("bands") or []
+        for i, meta in enumerate(bands):
+            names = {str(meta.get(k, "")).lower() for k in ("common_name", "eo:common_name", "name")} - {""}
+            if len(bands) == 1:
+                names |= _key_names(key)
+            stats = raster[i] if i < len(raster) and isinstance(raster[i], dict) else {}
+            nodata = _num(stats.get("nodata", asset.get("nodata")))
+            pick_ = Pick("", key, asset["href"], i + 1, _num(stats.get("scale")), _num(stats.get("offset")),
+                         nodata)
+            out.append((len(bands), names, pick_))
+    out.sort(key=lambda c: c[0])  # stable: the Item's own order within each size
+    return [(names, p) for _, names, p in out]
+
+
+def _is_geotiff(asset: Mapping[str, Any]) -> bool:
+    kind = str(asset.get("type", "")).lower()
+    if kind:
+        return "image/tiff" in kind
+    return urlsplit(asset["href"]).path.lower().endswith(sources.GEOTIFF_SUFFIXES)
+
+
+def _key_names(key: str) -> set[str]:
+    k = key.lower()
+    names = {k}
+    if k in S2_BANDS:
+        names.add(S2_BANDS[k])
+    match = _LANDSAT_KEY.match(k)
+    if match:
+        names.add(f"b{match[2]}")
+    return names
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) or math.isnan(number) else None
+
+
+# --- stacking ---------------------------------------------------------------------------------------------
+def source(ref: str | Item, card: ModelCard, admit: Callable[[str], str] | None = None) -> SceneSource:
+    """The Item as one scene for ``card``. ``admit`` (the API's allow-list) is asked about every asset
+    used."""
+    item = ref if isinstance(ref, Item) else load(ref)
+    picks = pick(item, card)
+    opened: dict[str, tuple[SceneSource, dict[str, Any]]] = {}
+    for p in picks:
+        if p.href not in opened:
+            href = admit(p.href) if admit else p.href
+            src = sources.resolve(href, geotiff_only=True)
+            opened[p.href] = (src, _header(src, p))
+    options: dict[str, str] = {}
+    for src, _ in opened.values():
+        options |= dict(src.options)
+    xml = vrt_xml(picks, {h: (s.gdal_path, head) for h, (s, head) in opened.items()}, item.shown)
+    return SceneSource(item.shown, xml, "stac", "VRT", options, label=item.id)
+
+
+def _header(src: SceneSource, p: Pick) -> dict[str, Any]:
+    with sources.opened(src) as ds:
+        if not 1 <= p.index <= ds.count:
+            raise InvalidScene(f"{src.ref}: has {ds.count} band(s), the Item's eo:bands name band {p.index}")
+        if ds.crs is None:
+            raise InvalidScene(f"{src.ref}: not georeferenced: no CRS")
+        return {"crs": ds.crs, "transform": ds.transform, "width": ds.width, "height": ds.height,
+                "dtype": ds.dtypes[p.index - 1], "nodata": ds.nodatavals[p.index - 1]}
+
+
+def vrt_xml(picks: list[Pick], headers: Mapping[str, tuple[str, dict[str, Any]]], shown: str) -> str:
+    """The VRT stacking ``picks`` on the grid of the finest asset (see the module docstring)."""
+    heads = [headers[p.href][1] for p in picks]
+    crs = heads[0]["crs"]
+    if any(h["crs"] != crs for h in heads):
+        raise InvalidScene(f"{shown}: the chosen assets are in different CRSs; warp them to one first")
+    grid = min(heads, key=lambda h: abs(h["transform"].a * h["transform"].e))
+    t = grid["transform"]
+    if t.b or t.d:
+        raise InvalidScene(f"{shown}: rotated asset grids are not supported")
+    scaled = any(p.scale is not None or p.offset is not None for p in picks)
+    dtypes = {h["dtype"] for h in heads}
+    dtype = "Float32" if scaled or len(dtypes) > 1 else _gdal_type(dtypes.pop())
+    bands = [_vrt_band(i, p, headers[p.href][0], h, t, scaled, dtype) for i, (p, h) in
+             enumerate(zip(picks, heads, strict=True), start=1)]
+    return (
+        f'<VRTDataset rasterXSize="{grid["width"]}" rasterYSize="{grid["height"]}">'
+        f"<SRS>{escape(crs.to_wkt())}</SRS>"
+        f"<GeoTransform>{t.c!r}, {t.a!r}, 0, {t.f!r}, 0, {t.e!r}</GeoTransform>"
+        + "".join(bands)
+        + "</VRTDataset>"
+    )
+
+
+def _vrt_band(n: int, p: Pick, path: str, head: dict[str, Any], grid: Any, scaled: bool, dtype: str) -> str:
+    st = head["transform"]
+    # The asset's pixel rectangle in the stack's pixels: exact for grids that share an origin, fractional
+    # (GDAL accepts it) where they do not.
+    dst = ((st.c - grid.c) / grid.a, (st.f - grid.f) / grid.e,
+           head["width"] * st.a / grid.a, head["height"] * st.e / grid.e)
+    nodata = p.nodata if p.nodata is not None else head["nodata"]
+    rects = (f'<SrcRect xOff="0" yOff="0" xSize="{head["width"]}" ySize="{head["height"]}"/>'
+             f'<DstRect xOff="{dst[0]!r}" yOff="{dst[1]!r}" xSize="{dst[2]!r}" ySize="{dst[3]!r}"/>')
+    src = (f"<SourceFilename relativeToVRT=\"0\">{escape('GTIFF_RAW:' + path)}</SourceFilename>"
+           f"<SourceBand>{p.index}</SourceBand>{rects}")
+    if scaled:
+        body = src + (f"<NODATA>{nodata!r}</NODATA>" if nodata is not None else "")
+        ratio = 1.0 if p.scale is None else p.scale
+        body += f"<ScaleOffset>{p.offset or 0.0!r}</ScaleOffset><ScaleRatio>{ratio!r}</ScaleRatio>"
+        source_xml = f'<ComplexSource resampling="nearest">{body}</ComplexSource>'
+        nodata_xml = "<NoDataValue>nan</NoDataValue>"
+    else:
+        source_xml = f'<SimpleSource resampling="nearest">{src}</SimpleSource>'
+        nodata_xml = f"<NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else ""
+    return (f'<VRTRasterBand dataType="{dtype}" band="{n}"><Description>{escape(p.band)}</Description>'
+            f"{nodata_xml}{source_xml}</VRTRasterBand>")
+
+
+def _gdal_type(numpy_dtype: str) -> str:
+    return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+            "int32": "Int32", "float32": "Float32", "float64": "Float64"}.get(numpy_dtype, "Float32")
+
