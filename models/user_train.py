@@ -109,9 +109,9 @@ def main(args: argparse.Namespace) -> int:
     spec = {"labels": args.labels, "label_field": args.label_field, "task": args.task,
             "background": args.background, "images": args.images, "bands": bands, "gsd_m": gsd,
             "margin_px": int(args.patch)}
+    labels, reads = user_dataset.load(spec)  # every bad label file is refused here, before any output
     progress = EpochProgress(0, as_json=args.json)
-    progress.stage("reading labels and scenes")
-    labels, reads = user_dataset.load(spec)
+    progress.stage(f"{len(labels.geometries)} labels in {len(labels.classes)} classes on {len(reads)} scene(s)")
     recipe = make_recipe(args, labels.classes, band_names(images[0], bands), gsd, seed)
     data = user_dataset.build(recipe, labels, reads)
     for text in data.warnings:
