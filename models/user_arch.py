@@ -27,7 +27,8 @@ def layers(filters: list[int]) -> list[dict[str, object]]:
     convs: list[dict[str, object]] = [
         {"name": f"conv{i + 1}", "kind": "conv2d", "filters": f, "kernel": 3, "stride": 1, "padding": "same"}
         for i, f in enumerate(filters)]
-    return [*convs, {"name": "out", "kind": "conv2d", "filters": 0, "kernel": 1, "stride": 1, "padding": "same"}]
+    out = {"name": "out", "kind": "conv2d", "filters": 0, "kernel": 1, "stride": 1, "padding": "same"}
+    return [*convs, out]
 
 
 def cores_per_copy(card: ModelCard) -> int:

