@@ -387,6 +387,10 @@ class Prepared:
     notes: dict[str, object]
     # Detection: one box side (metres) per target class, the median of the training crowns in its bin.
     sides_m: list[float] | None = None
+    # Patches from the training side for early stopping (user datasets); None: the recipe trains blind.
+    validation: PatchSet | None = None
+    # A no-model yardstick on the same held-out cells (user datasets: the majority class).
+    baseline: dict[str, object] | None = None
 
 
 def prepare(recipe: dict, holdout: tuple[str, ...] | list[str] = ()) -> Prepared:
@@ -401,6 +405,12 @@ def prepare(recipe: dict, holdout: tuple[str, ...] | list[str] = ()) -> Prepared
         train, test, notes, sides = _trees(recipe, tuple(holdout))
     else:
         raise InvalidInput(f"recipe {recipe['name']}: unknown dataset {recipe['dataset']!r}")
+    return finish(recipe, train, test, notes, sides)
+
+
+def finish(recipe: dict, train: PatchSet, test: list[Scene], notes: dict[str, object],
+           sides: list[float] | None = None) -> Prepared:
+    """The encoder's thresholds and the class weights, both from the training patches only."""
     sample = train.pixels.reshape(-1, train.pixels.shape[-1])
     sample = sample[np.random.default_rng(0).permutation(len(sample))[:200_000]]
     thresholds = thermometer_thresholds(sample, int(recipe["levels"]))

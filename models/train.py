@@ -78,18 +78,25 @@ def configure_tf(seed: int, threads: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train(recipe: dict, seed: int, out: Path, command: str, holdout: tuple[str, ...] = ()) -> ModelPackage:
+def train(recipe: dict, seed: int, out: Path, command: str, holdout: tuple[str, ...] = (),
+          prepared: datasets.Prepared | None = None, progress: keras.callbacks.Callback | None = None
+          ) -> ModelPackage:
+    """Train, export, measure and save a package. ``prepared`` (a user's own data) replaces the recipe's
+    dataset; ``progress`` replaces Keras's own epoch lines."""
     started = time.monotonic()
     configure_tf(seed, int(recipe.get("threads", min(2, os.cpu_count() or 1))))
-    prepared = datasets.prepare(recipe, holdout)
+    prepared = prepared or datasets.prepare(recipe, holdout)
     card = make_card(recipe, prepared.thresholds, seed, prepared.sides_m)
-    model, keras_metrics, epochs = fit(card, prepared, recipe, seed)
+    model, keras_metrics, epochs = fit(card, prepared, recipe, seed, progress)
     int_weights = offset_output_biases(export(model, card), card, recipe.get("output_bias_offset", {}))
     tuned: dict[str, object] = {}
     if recipe.get("tune_min_score"):  # a detector's peak threshold, chosen on the validation strips
         card, tuned = tune_detection(package.from_parts(card, int_weights), prepared.test,
                                      [float(v) for v in recipe["tune_min_score"]])
+    _stage(progress, "measuring the package on the held-out data")
     measured = measure(package.from_parts(card, int_weights), prepared, recipe)
+    if prepared.baseline is not None:
+        measured["majority_baseline"] = prepared.baseline
     if tuned:
         measured["validation_boxes_iou40"] = tuned
     training = {**provenance(recipe, seed, command, epochs, time.monotonic() - started, len(prepared.train)),
@@ -140,10 +147,19 @@ def masked_loss(class_weights: list[float]):  # type: ignore[no-untyped-def]
     return loss
 
 
-def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int
-        ) -> tuple[keras.Model, dict[str, object], int]:
+def _stage(progress: keras.callbacks.Callback | None, text: str) -> None:
+    if progress is not None and hasattr(progress, "stage"):
+        progress.stage(text)
+
+
+def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int,
+        progress: keras.callbacks.Callback | None = None) -> tuple[keras.Model, dict[str, object], int]:
     """Float phase, then sharpening input-first, then fully sharpened epochs. Returns the model, the
-    held-out scores of the float and the sharpened Keras model, and the epochs run."""
+    held-out scores of the float and the sharpened Keras model, and the epochs run.
+
+    With validation patches (``prepared.validation``, from the training side) the float phase stops early
+    when the validation loss stops improving (best weights restored) and the sharpening schedule starts
+    from there; without them the recipe's epochs run as written (the shipped recipes)."""
     from models.keras_model import build_trainable
     from models.whetstone import Sharpener
 
@@ -152,16 +168,29 @@ def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int
                   loss=masked_loss(prepared.class_weights))
     batches = Batches(prepared.train, int(recipe["batch_size"]), seed, float(recipe.get("jitter", 0.0)),
                       recipe.get("augment"))
+    shown = [progress] if progress is not None else []
+    verbose = 0 if progress is not None else 2
+    val, early = None, []
+    if prepared.validation is not None and len(prepared.validation):
+        val = (prepared.validation.pixels, prepared.validation.labels.astype(np.int32))
+        early = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(recipe.get("patience", 3)),
+                                               restore_best_weights=True)]
     float_epochs = int(recipe["float_epochs"])
-    model.fit(batches, epochs=float_epochs, verbose=2)
+    _stage(progress, "float training")
+    history = model.fit(batches, epochs=float_epochs, verbose=verbose, validation_data=val,
+                        callbacks=early + shown)
+    float_epochs = len(history.epoch)
     float_scores = evaluate(card, prepared.test, keras_predictor(model))
-    schedule, max_epochs = sharpening_schedule(recipe, len(activations))
+    schedule, max_epochs = sharpening_schedule({**recipe, "float_epochs": float_epochs}, len(activations))
+    if progress is not None:
+        progress.total = max_epochs
     sharpener = Sharpener(activations, schedule)
     # A gentler step while the activations turn into spikes: each layer adapts to the one below it.
     model.optimizer.learning_rate.assign(float(recipe.get("sharpen_learning_rate", recipe["learning_rate"])))
     stop = StopAfterSharp(sharpener, int(recipe["sharp_epochs"]))
-    history = model.fit(batches, initial_epoch=float_epochs, epochs=max_epochs, callbacks=[sharpener, stop],
-                        verbose=2)
+    _stage(progress, "sharpening")
+    history = model.fit(batches, initial_epoch=float_epochs, epochs=max_epochs, verbose=verbose,
+                        validation_data=val, callbacks=[sharpener, stop, *shown])
     if sharpener.total < len(activations):
         raise RuntimeError(f"sharpening did not finish in {max_epochs} epochs "
                            f"(reached {sharpener.total:.2f} of {len(activations)})")

@@ -44,6 +44,17 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from spikescan.errors import InvalidInput
+
+    if args.task is not None:
+        if args.recipe is not None:
+            raise InvalidInput(f"give a recipe ({args.recipe}) or --task with your own labels, not both")
+        from models import user_train
+
+        return user_train.main(args)
+    if args.recipe is None:
+        raise InvalidInput("train needs a RECIPE (trees-rgb, landcover-landsat) or --task with --images, "
+                           "--labels and --out")
     from models import train
 
     return train.main(args)
@@ -157,6 +168,30 @@ def _vector_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the card's)")
 
 
+def _own_label_arguments(p: argparse.ArgumentParser) -> None:
+    """``spikescan train --task ...``: a model from the user's scenes and vector labels (user_train)."""
+    from models.user_arch import DEFAULT_MAX_CORES
+
+    p.add_argument("--task", default=None, choices=["segmentation", "detection"],
+                   help="train on your own labels (instead of a RECIPE)")
+    p.add_argument("--images", nargs="+", default=None, metavar="SCENE", help="GeoTIFFs the labels lie on")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="vector labels GDAL reads (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) with a CRS")
+    p.add_argument("--label-field", default=None, metavar="NAME", help="the field holding the class")
+    p.add_argument("--background", default=None, metavar="CLASS",
+                   help="class of the unlabelled area (default: unlabelled pixels are ignored)")
+    p.add_argument("--bands", default=None, help="1-based scene bands to use, e.g. 4,3,2 (default: all)")
+    p.add_argument("--gsd", type=float, default=None, metavar="M",
+                   help="model pixel size in metres (default: the first scene's)")
+    p.add_argument("--patch", type=int, default=16, metavar="PX", help="scan patch size in model pixels")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="float epochs at most (early stopping on validation)")
+    p.add_argument("--max-cores-per-copy", type=int, default=DEFAULT_MAX_CORES, metavar="N",
+                   help=f"SpiNNaker cores one copy may take (default {DEFAULT_MAX_CORES}: 4 copies a board)")
+    p.add_argument("--name", default=None, help="model name (default: the --out directory's name)")
+    p.add_argument("--json", action="store_true", help="progress and result as JSON lines on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikescan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -196,12 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("names", nargs="*", help="datasets (default: the training data)")
     f.set_defaults(handler=_cmd_data_fetch)
 
-    p = sub.add_parser("train", help="reproduce a shipped model from its recipe")
-    p.add_argument("recipe", help="recipe name (trees-rgb, landcover-landsat) or a recipe JSON file")
+    p = sub.add_parser("train", help="reproduce a shipped model from its recipe, or train on your own labels")
+    p.add_argument("recipe", nargs="?", default=None,
+                   help="recipe name (trees-rgb, landcover-landsat) or a recipe JSON file")
     p.add_argument("--out", default=None, help="package directory to write (default: a scratch directory)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--holdout", default=None, metavar="IMAGE[,IMAGE]",
                    help="tree images to leave out of training and validation (a leave-one-site-out fold)")
+    _own_label_arguments(p)
     p.set_defaults(handler=_cmd_train)
     _service_parsers(sub)
     return parser
@@ -282,6 +319,7 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for a model card
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -32,11 +32,17 @@ DEFAULT_SCENES = {
 
 
 def default_scene(pkg: ModelPackage) -> Path:
-    try:
+    """A shipped model's held-out scene, or the first training scene a user's model records (its
+    ``training.data[].images[].path``, when that file is still there)."""
+    if pkg.name in DEFAULT_SCENES:
         dataset, name = DEFAULT_SCENES[pkg.name]
-    except KeyError:
-        raise InvalidInput(f"no default scene for model {pkg.name!r}: give one with --scene") from None
-    return data.ensure(dataset) / name
+        return data.ensure(dataset) / name
+    for source in pkg.card.training.get("data", []) or []:  # type: ignore[union-attr]
+        for image in (source.get("images", []) if isinstance(source, dict) else []):
+            path = Path(str(image.get("path", "")))
+            if path.is_file():
+                return path
+    raise InvalidInput(f"no default scene for model {pkg.name!r}: give one with --scene")
 
 
 def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
