@@ -74,6 +74,7 @@ def crosscheck(
     with get_backend(backend_name, pkg) as backend:
         other = backend.layer_spikes(pixels, valid)
         result = backend.decode(other)
+        onehot = bool(getattr(getattr(backend, "net", None), "onehot_levels", 0))  # PyNN backends only
     seconds = time.perf_counter() - started
     same = total = 0
     per_layer = {}
@@ -89,6 +90,8 @@ def crosscheck(
         "model_id": pkg.id,
         "backend": backend_name,
         "patches": count,
+        "input_code": "one-hot levels" if onehot else "thermometer",
+        "input_spikes_per_patch": float(other["input"].sum(axis=1).mean()) if "input" in other else None,
         "class_agreement": float(classes_equal.mean()),
         "spike_agreement": same / total,
         "spike_agreement_per_layer": per_layer,
