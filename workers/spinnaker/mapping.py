@@ -140,7 +140,7 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
     but runs nothing, so every layer comes back silent; what this checks is that the path works end to end."""
     from models.pynn_net import input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.crosscheck import default_scene, real_patches
+    from workers.samples import default_scene, real_patches
 
     pixels, valid = real_patches(pkg, default_scene(pkg), patches)
     spikes = input_spikes(tiled.net, pixels, pkg.card.encoding, valid)
