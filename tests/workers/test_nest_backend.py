@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.emulator import Emulator
+from models.encoding import encode_onehot
 from models.network import layer_shapes
 from tests.models.test_pynn_net import CONV, DENSE, _package  # noqa: I001
 from workers.backends import get_backend
@@ -38,7 +39,12 @@ def test_nest_spikes_equal_emulator_on_every_layer(layers, patch, stride, copies
             )
     np.testing.assert_array_equal(again.scores.argmax(-1), emulated.classes)
     np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
-    assert again.spikes.tolist() == emulated.spikes_per_layer.sum(axis=1).tolist()
+    # The network's input is one-hot levels (one spike per pixel-band), the emulator counts its thermometer
+    # code; every other layer's count is the same.
+    assert backend.net.onehot_levels == 3
+    onehot = encode_onehot(pixels, pkg.card.encoding, valid).reshape(40, -1).sum(axis=1)
+    assert np.all(onehot < emulated.spikes_per_layer[:, 0])
+    assert again.spikes.tolist() == (emulated.spikes_per_layer[:, 1:].sum(axis=1) + onehot).tolist()
 
 
 def test_get_backend_builds_nest() -> None:

@@ -17,10 +17,9 @@ from types import ModuleType
 import numpy as np
 
 from models.emulator import softmax
-from models.encoding import encode
 from models.network import output_grid
 from models.package import ModelPackage
-from models.pynn_net import describe
+from models.pynn_net import describe, input_spikes
 from spikescan.errors import BackendUnavailable
 from workers.backends.base import Backend, BatchResult
 from workers.backends.pynn_build import Connect, TiledNetwork, build, pynn_connect, run_patches
@@ -88,8 +87,9 @@ class PyNNBackend(Backend):
         return self._copies
 
     def layer_spikes(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The input's and every layer's spikes, [N, size] per population name (for the cross-check)."""
-        spikes = encode(pixels, self.package.card.encoding, valid).reshape(pixels.shape[0], -1)
+        """The input's and every layer's spikes, [N, size] per population name (for the cross-check); the
+        input in the network's own code (one-hot levels where exact, see ``models/pynn_net.py``)."""
+        spikes = input_spikes(self.net, pixels, self.package.card.encoding, valid)
         with quiet_pynn():
             return {"input": spikes, **run_patches(self.tiled, spikes, self._layers)}
 

@@ -16,10 +16,11 @@ import os
 from types import ModuleType
 
 from models.package import ModelPackage
+from models.pynn_net import describe
 from spikescan.config import Settings, get_settings
 from spikescan.errors import BackendUnavailable
 from workers.backends.pynn_backend import PyNNBackend, import_simulator
-from workers.spinnaker.planner import plan
+from workers.spinnaker.planner import fit_copies
 from workers.spinnaker.workspace import Workspace
 
 
@@ -46,7 +47,7 @@ class SpinnakerBackend(PyNNBackend):
     def __init__(self, package: ModelPackage, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self._cfg = board_config(self.settings)  # refuse before touching anything
-        copies = plan(package, self.settings.spinnaker_boards, spikes=(0.0, 0.0)).copies
+        copies = fit_copies(describe(package), self.settings.spinnaker_boards)[0]
         super().__init__(package, copies=copies)
 
     def _setup_simulator(self) -> ModuleType:

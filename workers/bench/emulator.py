@@ -31,7 +31,7 @@ from models.network import layer_shapes
 from models.package import ModelPackage
 from workers.bench import peaks
 from workers.bench.child import run_child
-from workers.crosscheck import default_scene, real_patches
+from workers.samples import default_scene, real_patches
 
 EMULATOR_BATCHES = (32, 64, 128)
 KERAS_BATCHES = (16, 32, 64, 128, 256)

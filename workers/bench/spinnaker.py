@@ -14,7 +14,7 @@ from typing import Any
 from models import package as model_package
 from models.emulator import Emulator
 from workers.bench.child import best_rate, run_child
-from workers.crosscheck import default_scene, real_patches
+from workers.samples import default_scene, real_patches
 from workers.spinnaker import planner
 
 CPU_WATTS_PER_CORE = 280.0 / 64
@@ -27,8 +27,7 @@ CPU_POWER_SOURCE = (
 def one_model(name: str, patches: int, threads: int) -> dict[str, Any]:
     pkg = model_package.load(name)
     pixels, valid = real_patches(pkg, default_scene(pkg), patches)
-    counts = Emulator(pkg).run(pixels, valid).spikes_per_layer
-    plan = planner.plan(pkg, 1, (float(counts[:, 0].mean()), float(counts.sum(axis=1).mean())))
+    plan = planner.plan(pkg, 1)  # samples its own >= 512 patches
     emulator = Emulator(pkg)
     rate = best_rate(lambda: emulator.run(pixels, valid), len(pixels), 3)
     km2_per_patch = (pkg.card.patch_size // 2 * pkg.card.gsd_m) ** 2 / 1e6

@@ -5,7 +5,9 @@ receptor from the weights and input statistics it sees (the "ring-buffer shift")
 those synaptic matrices exactly as they would be loaded; ``Projection.get("weight")`` then returns them.
 This module maps every returned synapse back to the package array entry it came from (conv kernels are
 shared by every position, biases come from the clock source), checks that each entry got one value
-everywhere, and expresses all of them as integers on the finest power-of-two step that holds them, so
+everywhere, undoes the one-hot input's cumulative first-layer weights (the differences of the board's prefix
+sums are the thermometer weights that make the emulator compute the same input sums), and expresses all of
+them as integers on the finest power-of-two step that holds them, so
 ``Emulator(pkg, weights, weight_step)`` computes exactly what the board would.
 """
 
@@ -65,7 +67,18 @@ def assemble(pkg: ModelPackage, got: dict[str, np.ndarray]) -> dict[str, np.ndar
                 f"the board holds different values for one shared weight of {spec.param}"
             )
         seen[spec.param][spec.param_index] = True
+    if net.cumulative_param:
+        values[net.cumulative_param] = per_level(values[net.cumulative_param], net.onehot_levels)
     return values
+
+
+def per_level(cumulative: np.ndarray, levels: int) -> np.ndarray:
+    """Inverse of ``models.encoding.cumulative_levels`` along the input-channel axis (last but one)."""
+    axis = cumulative.ndim - 2
+    moved = np.moveaxis(cumulative, axis, -1)
+    shaped = moved.reshape(*moved.shape[:-1], -1, levels)
+    diffs = np.diff(shaped, axis=-1, prepend=0.0)
+    return np.moveaxis(diffs.reshape(moved.shape), -1, axis)
 
 
 def on_grid(values: dict[str, np.ndarray], finest: int = 24) -> tuple[dict[str, np.ndarray], float]:

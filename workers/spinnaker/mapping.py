@@ -138,12 +138,12 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
     """Feed real patches through the backend's own batch path (spike-source arrays for every copy, the clock,
     a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads' the spike data
     but runs nothing, so every layer comes back silent; what this checks is that the path works end to end."""
-    from models.encoding import encode
+    from models.pynn_net import input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.crosscheck import default_scene, real_patches
+    from workers.samples import default_scene, real_patches
 
     pixels, valid = real_patches(pkg, default_scene(pkg), patches)
-    spikes = encode(pixels, pkg.card.encoding, valid).reshape(patches, -1)
+    spikes = input_spikes(tiled.net, pixels, pkg.card.encoding, valid)
     layers = [p.name for p in tiled.net.populations if not p.is_source]
     out = run_patches(tiled, spikes, layers)
     return {

@@ -1,19 +1,22 @@
 """How many tiled copies of a model fit on SpiNNaker boards, how fast they would scan, at what energy.
 
-The plan counts cores the way sPyNNaker 7.4.1 splits our network (``workers/backends/pynn_build.py``): every
-copy has its own populations; a neuron population takes ``ceil(n / atoms_per_core)`` cores (256 neurons per
-core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
-one core per 4096 sources; one clock source is shared by all copies. Copies that fit =
-(application cores − shared) // cores per
-copy, where a 48-chip SpiNN-5 board offers 759 application cores (measured on sPyNNaker's virtual board: 856
-cores, 48 monitors, 49 system cores). ``--map`` asks sPyNNaker itself to place N and N + 1 copies on a virtual
-board and reports whether it agrees; results are cached per (model id, copies, boards).
+Copies. The plan counts cores the way sPyNNaker 7.4.1 splits our network (``workers/backends/pynn_build.py``):
+every copy has its own populations; a neuron population takes ``ceil(n / atoms_per_core)`` cores (256 neurons
+per core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
+one core per 4096 sources; one clock source is shared by all copies. Copies that fit = (application cores −
+shared) // cores per copy, where a 48-chip SpiNN-5 board offers 759 application cores (measured on
+sPyNNaker's virtual board: 856 cores, 48 monitors, 49 system cores). ``--map`` asks sPyNNaker itself to place
+N and N + 1 copies on a virtual board and reports whether it agrees; results are cached per (model id,
+copies, boards).
 
-Energy is an ESTIMATE from the SpiNN-5 power model sPyNNaker itself uses (spinn_machine/version/
-version_5.py and version_spin1.py, citing Stromatias et al., "Power analysis of large-scale, real-time neural
-networks on SpiNNaker", IJCNN 2013, and Painkras et al., "SpiNNaker: a 1-W 18-core system-on-chip",
-JSSC 2013):
-26.84 W per idle 48-chip board, +0.034 W per active core, 1 nJ per multicast packet (25 pJ/bit x 40 bits).
+Speed: the least of three bounds, all ESTIMATES measured on >= 512 real sample patches (``load.py``):
+- step: one patch per copy per 1 ms timestep (every layer forgets between steps);
+- compute: a core must process one patch's synaptic events within its step. SpiNNaker cores manage about
+  5,000-10,000 synaptic events per ms (Rhodes et al., "sPyNNaker: a software package for running PyNN
+  simulations on SpiNNaker", Frontiers in Neuroscience 12:816, 2018); the plan takes the low end, 5,000, for
+  the busiest core's 99th-percentile patch, and slows the step (sPyNNaker's ``time_scale_factor``) to fit;
+- host link: input spikes and recorded output over 100 Mb/s with packet framing (``link.py``).
+Energy: ``energy.py`` (an estimate from sPyNNaker's own SpiNN-5 power model).
 """
 
 from __future__ import annotations
@@ -34,15 +37,20 @@ from models.pynn_net import NetworkDescription, atoms_per_core, describe
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
+from workers.samples import default_scene, real_patches
+from workers.spinnaker import energy, link
+from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
 
 APP_CORES_PER_BOARD = 759
 TIMESTEP_S = 1e-3
-HOST_LINK_BYTES_PER_S = 100e6 / 8
-BYTES_PER_SPIKE = 4  # one 32-bit multicast key per spike in the host's packets (headers ignored: estimate)
-BOARD_IDLE_W = 26.84
-CORE_ACTIVE_W = 0.034
-JOULES_PER_PACKET = 25e-12 * 40
+EVENTS_PER_MS_PER_CORE = 5000.0
+EVENTS_SOURCE = (
+    "5,000 synaptic events per ms per core, the low end of the 5-10k measured for sPyNNaker (Rhodes et al., "
+    "Front. Neurosci. 12:816, 2018); needs hardware to confirm for these networks"
+)
+FRAMING = link.KEYS_32_TIMESTAMP
+SAMPLE_PATCHES = 512
 MAP_TIMEOUT_S = 1800.0
 
 
@@ -59,15 +67,31 @@ class Plan:
     application_cores: int
     copies_per_board: int
     copies: int
+    input_code: str
+    sampled_patches: int
     input_spikes_per_patch: float
+    thermometer_input_spikes_per_patch: float
     spikes_per_patch: float
+    output_spikes_per_patch: float
+    synaptic_events_per_patch: float
+    busiest_core: dict[str, Any]
+    events_per_ms_per_core: float
+    events_source: str
+    link_framing: str
+    link_bytes_per_spike: float
+    input_bytes_per_patch: float
+    output_bytes_per_patch: float
+    host_link_bytes_per_km2: float
+    step_patches_per_s: float
+    compute_patches_per_s: float
     host_link_patches_per_s: float
-    board_patches_per_s: float
     projected_patches_per_s: float
     bottleneck: str
     energy_per_patch_j: float
     energy_per_km2_j: float
-    energy_note: str = "estimate: SpiNN-5 power model (see workers/spinnaker/planner.py for sources)"
+    estimates: str = "throughput and energy are estimates from the sampled patches, not board measurements"
+    energy_note: str = energy.NOTE
+    shared_input: dict[str, Any] | None = field(default=None)
     mapping: dict[str, Any] | None = field(default=None)
     board_weights: dict[str, Any] | None = field(default=None)
 
@@ -84,34 +108,56 @@ def cores_by_population(net: NetworkDescription) -> dict[str, int]:
     return cores
 
 
-def spikes_per_patch(pkg: ModelPackage) -> tuple[float, float]:
-    """(input spikes, all spikes) per patch, measured by the emulator on real held-out patches."""
-    from workers.crosscheck import default_scene, real_patches
-
-    pixels, valid = real_patches(pkg, default_scene(pkg), 64)
-    counts = Emulator(pkg).run(pixels, valid).spikes_per_layer
-    return float(counts[:, 0].mean()), float(counts.sum(axis=1).mean())
-
-
-def plan(pkg: ModelPackage, boards: int = 1, spikes: tuple[float, float] | None = None) -> Plan:
+def fit_copies(net: NetworkDescription, boards: int) -> tuple[int, int, dict[str, int]]:
+    """(copies, cores per copy, cores per population) on ``boards`` boards; refuses when none fits."""
     if boards < 1:
         raise InvalidInput("--boards must be at least 1")
-    net = describe(pkg)
     per_pop = cores_by_population(net)
-    per_copy, shared = sum(per_pop.values()), 1
-    app_cores = APP_CORES_PER_BOARD * boards
-    copies = max((app_cores - shared) // per_copy, 0)
+    per_copy, app_cores = sum(per_pop.values()), APP_CORES_PER_BOARD * boards
+    copies = max((app_cores - 1) // per_copy, 0)  # one clock core is shared
     if copies == 0:
         raise InvalidInput(
-            f"{pkg.name}: one copy needs {per_copy} cores, more than {app_cores} on {boards} board(s)"
+            f"{net.name}: one copy needs {per_copy} cores, more than {app_cores} on {boards} board(s)"
         )
-    in_spikes, all_spikes = spikes if spikes is not None else spikes_per_patch(pkg)
-    out_spikes = float(len(pkg.card.population_code.owner))  # upper bound on what streams back per cell map
-    link, board_rate, per_patch = throughput_and_energy(
-        boards, copies, copies * per_copy + shared, in_spikes + out_spikes, all_spikes
-    )
-    rate = min(link, board_rate)
-    stride_m = pkg.card.patch_size // 2 * pkg.card.gsd_m
+    return copies, per_copy, per_pop
+
+
+def sample_load(pkg: ModelPackage, net: NetworkDescription, patches: int = SAMPLE_PATCHES) -> Load:
+    pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    return measure(pkg, net, pixels, valid)
+
+
+def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
+    net = describe(pkg)
+    copies, per_copy, per_pop = fit_copies(net, boards)
+    load = load or sample_load(pkg, net)
+    steps_per_patch = max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    step_rate = copies / TIMESTEP_S
+    compute = step_rate / steps_per_patch
+    in_bytes = load.input_spikes_per_patch * FRAMING.bytes_per_spike
+    out_bytes = load.recorded_output_bytes_per_patch  # one patch per (possibly slowed) step
+    link_rate = link.LINK_BYTES_PER_S / max(in_bytes, out_bytes, 1.0)  # full duplex: the busier direction
+    rate, bottleneck = _bound(step_rate, compute, link_rate)
+    km2 = energy.km2_per_patch(pkg.card.patch_size, pkg.card.gsd_m)
+    per_patch = energy.joules_per_patch(boards, copies * per_copy + 1, rate, load.spikes_per_patch)
+    # Shared overlapping input (issue 14 item 2), ACCOUNTING ONLY: at the half-patch stride every pixel lies
+    # in ~4 patches; one input population per block of neighbouring copies would send it once, so a patch
+    # costs the link only its new (stride/patch)^2 share of input. Not built or mapped yet.
+    share = (pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2
+    shared_link = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
+    shared_rate, shared_bottleneck = _bound(step_rate, compute, shared_link)
+    shared = {
+        "status": "accounting only: no shared input population is built or mapped on the virtual board yet",
+        "input_bytes_per_patch": round(in_bytes * share, 1),
+        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
+        "host_link_patches_per_s": round(shared_link, 1),
+        "projected_patches_per_s": round(shared_rate, 1),
+        "bottleneck": shared_bottleneck,
+        "energy_per_km2_j": energy.joules_per_patch(
+            boards, copies * per_copy + 1, shared_rate, load.spikes_per_patch
+        )
+        / km2,
+    }
     return Plan(
         model=pkg.name,
         model_id=pkg.id,
@@ -120,48 +166,67 @@ def plan(pkg: ModelPackage, boards: int = 1, spikes: tuple[float, float] | None 
         synapses_per_copy=net.synapses,
         cores_per_copy=per_copy,
         cores_by_population=per_pop,
-        shared_cores=shared,
-        application_cores=app_cores,
+        shared_cores=1,
+        application_cores=APP_CORES_PER_BOARD * boards,
         copies_per_board=copies // boards,
         copies=copies,
-        input_spikes_per_patch=round(in_spikes, 1),
-        spikes_per_patch=round(all_spikes, 1),
-        host_link_patches_per_s=round(link, 1),
-        board_patches_per_s=round(board_rate, 1),
+        input_code="one-hot levels" if net.onehot_levels else "thermometer",
+        sampled_patches=load.patches,
+        input_spikes_per_patch=round(load.input_spikes_per_patch, 1),
+        thermometer_input_spikes_per_patch=round(load.thermometer_input_spikes_per_patch, 1),
+        spikes_per_patch=round(load.spikes_per_patch, 1),
+        output_spikes_per_patch=round(load.output_spikes_per_patch, 1),
+        synaptic_events_per_patch=round(load.events_per_patch, 1),
+        busiest_core={
+            "population": load.busiest_core,
+            "events_per_patch_p99": round(load.busiest_core_events_p99, 1),
+            "events_per_patch_mean": round(load.busiest_core_events_mean, 1),
+            "steps_per_patch": round(steps_per_patch, 3),
+        },
+        events_per_ms_per_core=EVENTS_PER_MS_PER_CORE,
+        events_source=EVENTS_SOURCE,
+        link_framing=FRAMING.name,
+        link_bytes_per_spike=round(FRAMING.bytes_per_spike, 3),
+        input_bytes_per_patch=round(in_bytes, 1),
+        output_bytes_per_patch=round(out_bytes, 1),
+        host_link_bytes_per_km2=round((in_bytes + out_bytes) / km2, 1),
+        step_patches_per_s=round(step_rate, 1),
+        compute_patches_per_s=round(compute, 1),
+        host_link_patches_per_s=round(link_rate, 1),
         projected_patches_per_s=round(rate, 1),
-        bottleneck="host link (100 Mb/s)"
-        if link < board_rate
-        else "board (one patch per copy per 1 ms step)",
+        bottleneck=bottleneck,
         energy_per_patch_j=per_patch,
-        energy_per_km2_j=per_patch * 1e6 / stride_m**2,
+        energy_per_km2_j=per_patch / km2,
+        shared_input=shared,
     )
 
 
-def throughput_and_energy(
-    boards: int, copies: int, active_cores: int, link_spikes: float, all_spikes: float
-) -> tuple[float, float, float]:
-    """(host-link patches/s, board patches/s, joules per patch) — the energy an ESTIMATE (module docstring).
-
-    Power is drawn whether or not the copies are fed: per patch it is spread over the patches actually scanned
-    per second, so a link-bound plan pays for idle copies.
-    """
-    link = HOST_LINK_BYTES_PER_S / (BYTES_PER_SPIKE * max(link_spikes, 1.0))
-    board_rate = copies / TIMESTEP_S
-    watts = BOARD_IDLE_W * boards + CORE_ACTIVE_W * active_cores
-    return link, board_rate, watts / min(link, board_rate) + JOULES_PER_PACKET * all_spikes
+def _bound(step: float, compute: float, host_link: float) -> tuple[float, str]:
+    """The least of the three rates and its name (ties go to the earlier-listed, more physical limit)."""
+    rate = min(step, compute, host_link)
+    if rate == host_link:
+        return rate, "host link (100 Mb/s)"
+    if rate == compute and compute < step:
+        return rate, "compute (synaptic events on the busiest core)"
+    return rate, "step (one patch per copy per 1 ms step)"
 
 
 def card_estimate(pkg: ModelPackage) -> float | None:
-    """Energy per patch on one board from what the card records (``spinnaker_plan`` and the spikes per
-    patch measured in training), without rebuilding the network: None when the card lacks either."""
+    """Energy per patch on one board from what the card records, without rebuilding the network: the plan's
+    own figure when ``--write-card`` recorded it, else the step and link bounds from the training-time spike
+    counts (their thermometer input count over-states one-hot input, so this errs high). None when the
+    card has neither."""
     planned, spikes = pkg.card.metrics.get("spinnaker_plan"), pkg.card.metrics.get("spikes_per_patch")
+    if isinstance(planned, dict) and "energy_per_patch_j" in planned:
+        return float(planned["energy_per_patch_j"])
     if not isinstance(planned, dict) or not isinstance(spikes, dict) or "input" not in spikes:
         return None
     boards = int(planned.get("boards", 1))
     copies, per_copy = int(planned["copies_per_board"]) * boards, int(planned["cores_per_copy"])
+    in_bytes = float(spikes["input"]) * FRAMING.bytes_per_spike
+    rate = min(copies / TIMESTEP_S, link.LINK_BYTES_PER_S / max(in_bytes, 1.0))
     total = float(sum(float(v) for v in spikes.values()))
-    link_spikes = float(spikes["input"]) + len(pkg.card.population_code.owner)
-    return throughput_and_energy(boards, copies, copies * per_copy + 1, link_spikes, total)[2]
+    return energy.joules_per_patch(boards, copies * per_copy + 1, rate, total)
 
 
 def confirm(pkg: ModelPackage, result: Plan, settings: Settings) -> dict[str, Any]:
@@ -192,7 +257,6 @@ def confirm(pkg: ModelPackage, result: Plan, settings: Settings) -> dict[str, An
 def board_weight_agreement(pkg: ModelPackage, settings: Settings, patches: int = 200) -> dict[str, Any]:
     """Class agreement of the emulator on the board's own weights (read back from sPyNNaker) with the
     package's weights, on real held-out patches."""
-    from workers.crosscheck import default_scene, real_patches
     from workers.spinnaker.board_weights import on_grid, read_back
 
     values = read_back(pkg, settings)
@@ -216,6 +280,7 @@ def card_metrics(pkg: ModelPackage, result: Plan) -> dict[str, Any]:
             "boards": result.boards,
             "copies_per_board": result.copies_per_board,
             "cores_per_copy": result.cores_per_copy,
+            "energy_per_patch_j": result.energy_per_patch_j,
             "command": f"spikescan plan --model {pkg.name} --boards {result.boards}",
         },
         "spinnaker_board_weights": {

