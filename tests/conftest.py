@@ -152,6 +152,18 @@ def landsat_model(tmp_path_factory: pytest.TempPathFactory) -> package.ModelPack
     )
 
 
+@pytest.fixture(scope="session")
+def landsat_reference(
+    landsat_tif: Path, landsat_model: package.ModelPackage, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``landsat_model``'s layers of the local ``landsat_tif``: what a run on any other copy must equal."""
+    from workers import pipeline
+
+    out = tmp_path_factory.mktemp("local-ref")
+    pipeline.run(landsat_tif, landsat_model, out)
+    return out
+
+
 @pytest.fixture
 def make_model(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A factory for one-off random packages: ``make_model(name, **random_package kwargs)``."""

@@ -261,9 +261,11 @@ def test_signed_urls_open_without_a_key(stack: Stack, finished, read_bands) -> N
         assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(f"/vsicurl/{url}") as remote:
         assert np.array_equal(remote.read(), read_bands(out / "classes.tif")) and remote.overviews(1)
-    # GDAL's own warnings (a retried range request on a loaded machine) reach pyogrio's error handler inside
-    # a C callback, where pytest's warnings-as-errors would turn them into an unraisable exception: recorded.
+    # pyogrio's own GDAL warns through its error handler (a retried range request; "built against curl 8.20,
+    # running against 8.11" once rasterio's GDAL has loaded its libcurl): inside a C callback pytest's
+    # warnings-as-errors would make that an unraisable exception, so they are recorded and shown on failure.
     with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         meta = pyogrio.read_info(f"/vsicurl/{links['signed:detections.gpkg']}")
     expected = len(json.loads((out / "detections.geojson").read_text())["features"])
     assert meta["features"] == expected, [str(w.message) for w in seen]

@@ -20,15 +20,6 @@ from tests.stac_scenes import build_s2_item
 from workers import pipeline
 
 
-@pytest.fixture(scope="module")
-def local_run(
-    landsat_tif: Path, landsat_model: ModelPackage, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("landsat-local")
-    pipeline.run(landsat_tif, landsat_model, out)
-    return out
-
-
 @pytest.fixture()
 def remote_stack(new_stack: Callable[..., Stack], served: RangeServer, s3: S3Server) -> Stack:
     stack = new_stack(SPIKESCAN_INPUT_ROOTS=f"{served.url}/,s3://scenes/nc/", **s3.env)
@@ -37,7 +28,7 @@ def remote_stack(new_stack: Callable[..., Stack], served: RangeServer, s3: S3Ser
 
 
 def test_https_and_s3_jobs_give_the_local_layers(
-    remote_stack: Stack, served: RangeServer, landsat_model: ModelPackage, local_run: Path
+    remote_stack: Stack, served: RangeServer, landsat_model: ModelPackage, landsat_reference: Path
 ) -> None:
     with remote_stack.client() as http:
         for uri in (f"{served.url}/scene.tif", "s3://scenes/nc/scene.tif"):
@@ -48,7 +39,7 @@ def test_https_and_s3_jobs_give_the_local_layers(
             assert status["status"] == "done", status
             out = remote_stack.data_dir / "jobs" / job_id / "out"
             for name in ("classes.tif", "scores.tif"):
-                with rasterio.open(out / name) as got, rasterio.open(local_run / name) as want:
+                with rasterio.open(out / name) as got, rasterio.open(landsat_reference / name) as want:
                     assert got.transform == want.transform
                     assert np.array_equal(got.read(), want.read()), (uri, name)
             extent = http.get(f"/v1/jobs/{job_id}/extent")

@@ -132,7 +132,7 @@ def test_serve_on_a_clean_machine_accepts_an_upload_and_finishes_it(
             cwd=tmp_path,
         )
         assert bad.returncode == 2
-        assert bad.stderr.count("\n") == 1 and "report.json: not a raster" in bad.stderr
+        assert bad.stderr.count("\n") == 1 and "report.json: not a GeoTIFF" in bad.stderr
     finally:
         serve.send_signal(signal.SIGTERM)
         _, err = serve.communicate(timeout=60)

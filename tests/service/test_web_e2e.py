@@ -111,6 +111,16 @@ def open_with_key(page: Page, url: str, key: str, errors: list[str]) -> None:
     page.wait_for_selector(f"#model option[value='{MODEL}']", state="attached")
 
 
+def keyed_page(browser: Browser, s: Stack) -> tuple[Page, list[str]]:
+    """A page on the web map, opened with the stack's first API key, collecting console and page errors."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    open_with_key(page, s.url, s.keys[0], errors)
+    return page, errors
+
+
 def click_largest_detection(page: Page) -> str:
     centre: dict[str, Any] = page.evaluate(
         """() => {
@@ -130,11 +140,7 @@ def test_web_map_upload_partial_results_detections(
     s = web_stack
     for name, role in (("chipper", "chip"), ("infer", "infer")):
         s.worker(name, role)  # no mosaicker yet: the job must stop short of done, with every chip finished
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    open_with_key(page, s.url, s.keys[0], errors)
+    page, errors = keyed_page(browser, s)
 
     page.select_option("#model", MODEL)
     page.set_input_files("#scene", str(landsat_tif))
@@ -195,11 +201,7 @@ def test_web_map_shows_the_apis_error_for_a_bad_upload(
     web_stack: Stack, browser: Browser, osbs_tif: Path
 ) -> None:
     """An RGB scene for a 5-band Landsat model: the API's own 4xx message is shown, and no job is listed."""
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    open_with_key(page, web_stack.url, web_stack.keys[0], errors)
+    page, errors = keyed_page(browser, web_stack)
     page.select_option("#model", MODEL)
     page.set_input_files("#scene", str(osbs_tif))
     page.click("#submit")
@@ -255,11 +257,7 @@ def test_web_form_bands_stride_aoi_and_the_scene_under_the_classes(
     s = web_stack
     s.pipeline_workers()
     scene = _seven_band_scene(landsat_tif, tmp_path / "seven.tif")
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    open_with_key(page, s.url, s.keys[0], errors)
+    page, errors = keyed_page(browser, s)
     page.select_option("#model", MODEL)
     page.set_input_files("#scene", str(scene))
     page.wait_for_function("document.querySelector('#bands-hint').textContent.includes('this scene has 7')")

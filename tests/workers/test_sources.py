@@ -18,7 +18,7 @@ from models.package import ModelPackage
 from spikescan.errors import InvalidScene, SceneTooLarge, SceneUnreachable
 from tests.bad_scenes import claims_huge
 from tests.remote import RangeServer, S3Server, free_port
-from workers import pipeline, sources
+from workers import sources
 from workers.chips import ChipGrid
 from workers.scene import open_scene
 
@@ -31,15 +31,6 @@ def aws_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
     return s3
-
-
-@pytest.fixture(scope="session")
-def landsat_reference(
-    landsat_tif: Path, landsat_model: ModelPackage, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("local-ref")
-    pipeline.run(landsat_tif, landsat_model, out)
-    return out
 
 
 def _every_row(ref: str, landsat_model: ModelPackage) -> tuple[np.ndarray, np.ndarray]:

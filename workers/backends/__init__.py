@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from models.package import ModelPackage
 from spikescan.config import Settings
@@ -41,6 +42,9 @@ class BackendSpec:
     layer_spikes: bool  # reports every layer's spikes (``layer_spikes``/``decode``): crosscheck can use it
     empty_batch: bool  # accepts a batch of zero chips
     cli: bool = True  # offered as ``--backend``; False: a variant for tests and benchmarks
+    # How its input spikes are counted: the thermometer code (every level a pixel-band passes) or one spike
+    # per pixel-band on its level (``models.encoding.encode_onehot``; the PyNN network where it is exact).
+    input_code: Literal["thermometer", "onehot"] = "thermometer"
     # What it cannot do on this kind of machine, said up front rather than found at the first chip.
     limits: str = ""
 
@@ -121,6 +125,7 @@ REGISTRY: dict[str, BackendSpec] = {
             exact=True,
             layer_spikes=True,
             empty_batch=False,
+            input_code="onehot",
             limits="a simulator, ~100x slower than the emulator; batches follow each other in simulated time",
         ),
         BackendSpec(
@@ -131,6 +136,7 @@ REGISTRY: dict[str, BackendSpec] = {
             exact=True,
             layer_spikes=True,
             empty_batch=False,
+            input_code="onehot",
             limits="needs a board or spalloc server; a virtual board maps and loads but runs no spikes",
         ),
     )
