@@ -73,6 +73,9 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     card, m, t = pkg.card, pkg.card.metrics, pkg.card.training
     assert card.classes == sorted(set(polygons()[2]))
     assert m["emulator_keras_agreement"]["patches_identical"] == 1.0  # type: ignore[index]
+    # The board's weights by sPyNNaker's per-population rule keep every class (a fixed 1/16 step did not).
+    assert m["board_class_agreement"]["value"] == 1.0  # type: ignore[index]
+    assert m["board_class_agreement"]["coarsest_board_step"] <= card.fixed_point.weight_step  # type: ignore[index]
     # Held-out scores and the majority baseline count the same held-out cells: the test blocks only.
     test_cells = sum(t["class_balance"]["labelled_pixels"]["test"].values())  # type: ignore[index]
     assert test_cells == t["test_labelled_pixels"] > 0
