@@ -59,7 +59,7 @@ def yell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarr
 
 
 @pytest.mark.tf
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
         yell: tuple[Path, Path, np.ndarray, Affine], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,6 +103,14 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     found = json.loads((tmp_path / "scan" / "detections.geojson").read_text())["features"]
     assert found and all(f["geometry"]["type"] == "Polygon" for f in found)
     assert {f["properties"]["class"] for f in found} == {"object"}
+
+    # NEST, an independent simulator, runs the user's package spike for spike as the emulator does
+    # (patches from the training scene the card records).
+    capsys.readouterr()
+    assert cli_main(["crosscheck", "--model", str(out), "--backend", "nest", "--patches", "40"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["patches"] == 40 and checked["input_code"] == "one-hot levels"
+    assert checked["spike_agreement"] == 1.0 and checked["class_agreement"] == 1.0
 
 
 def test_point_labels_become_boxes_of_their_size_on_the_scene(
