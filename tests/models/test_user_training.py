@@ -105,6 +105,12 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     assert set(np.unique(classes)) - {255} <= set(range(len(card.classes)))
     assert len(set(np.unique(classes)) - {255}) >= 2  # a map, not one colour
 
+    # NEST runs the user's package spike for spike as the emulator (patches of the scene the card records).
+    capsys.readouterr()
+    assert cli_main(["crosscheck", "--model", str(out), "--backend", "nest", "--patches", "40"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["spike_agreement"] == 1.0 and checked["class_agreement"] == 1.0
+
 
 @pytest.mark.slow
 @pytest.mark.tf
