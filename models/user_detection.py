@@ -43,6 +43,7 @@ from spikescan.errors import InvalidInput
 
 TEST_FRACTION, VAL_FRACTION = 0.25, 0.15
 PATCH, STRIDE = 48, 4  # the tree model's chip and output cell (model pixels)
+FEW_OBJECTS = 50  # fewer training (or held-out) objects than this: the user is warned
 # The tree network, then a smaller one of the same shape when the core budget asks for it.
 SHAPES = [[12, 32, 32, 32], [8, 16, 16, 16], [8, 12, 12]]
 
@@ -66,10 +67,9 @@ class Band:
 
 
 def make_recipe(args: argparse.Namespace, bands: list[dict[str, str]], gsd: float, edges_m: list[float],
-                seed: int) -> dict:
+                seed: int, kind: str) -> dict:
     base = train.load_recipe("trees-rgb")
     epochs = int(args.epochs)
-    kind = "object"
     classes = ["background", f"{kind}_small", f"{kind}_medium", f"{kind}_large"]
     return {
         **base, "name": args.name or Path(args.out).name, "version": "1.0.0", "dataset": "user",
@@ -160,6 +160,11 @@ def build(recipe: dict, objects: Objects, reads: list[SceneRead], seed: int
         "size_bin_sides_m": sides_m, "normalisation": recipe["normalisation"],
         "median_training_side_m": round(float(np.median(all_sides)), 2),
     }
+    warnings = [f"only {n} {what} objects: {why}; label more" for n, what, why in (
+        (len(all_sides), "training", "the detector learns from too few examples"),
+        (notes["objects_held_out"], "held-out", "the card's box figures are rough"))
+        if n < FEW_OBJECTS]  # type: ignore[operator]
+    notes["warnings"] = warnings
     prepared = datasets.finish(recipe, train_set, [b.scene for b in val], notes, sides_m)
     prepared.validation = concat(val_sets)
     return prepared, val, test, notes
@@ -246,13 +251,16 @@ def main(args: argparse.Namespace) -> int:
     bands = parse_bands(args.bands, images[0])
     with open_raster(images[0]) as src:
         gsd = float(args.gsd) if args.gsd else scene_gsd(src)
-    objects = read_objects(Path(args.labels), args.size_field, float(args.default_size))
+    objects = read_objects(Path(args.labels), args.size_field, float(args.default_size), args.label_field)
     patch = int(args.patch or PATCH)
     reads = read_scenes(images, as_labels(objects), bands, gsd, patch)
     progress = EpochProgress(0, as_json=args.json)
-    recipe = make_recipe(args, band_names(images[0], bands), gsd, size_edges(objects, reads, gsd), seed)
+    recipe = make_recipe(args, band_names(images[0], bands), gsd, size_edges(objects, reads, gsd), seed,
+                         objects.kind)
     progress.stage(f"{len(objects.geometries)} objects on {len(reads)} scene(s)")
     prepared, val, test, notes = build(recipe, objects, reads, seed)
+    for text in notes["warnings"]:  # type: ignore[attr-defined]
+        print(f"spikescan: warning: {text}", file=sys.stderr)
     prepared.notes.update({
         "data": [{"labels": {"file": objects.path.name, "sha256": objects.sha256,
                              "crs": objects.crs.to_string(),
@@ -272,7 +280,8 @@ def main(args: argparse.Namespace) -> int:
     m = pkg.card.metrics
     if args.json:
         print(json.dumps({"event": "done", "package": str(args.out), "id": pkg.id, "headline": m["headline"],
-                          "held_out_boxes_iou40": m["held_out_boxes_iou40"]}))
+                          "held_out_boxes_iou40": m["held_out_boxes_iou40"],
+                          "warnings": pkg.card.training.get("warnings", [])}))
     else:
         print(f"{pkg.card.name}: {m['headline']}")
         print(f"package {pkg.id} written to {args.out}")

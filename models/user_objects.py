@@ -34,10 +34,13 @@ class Objects:
     sides_m: np.ndarray  # float [n]: a point's box side in metres; NaN for polygons (their own extent)
     features_read: int
     size_rule: str
+    kind: str  # what the objects are: the --label-field's one value, else "object"
 
 
-def read_objects(path: Path, size_field: str | None, default_side_m: float) -> Objects:
+def read_objects(path: Path, size_field: str | None, default_side_m: float, label_field: str | None = None
+                 ) -> Objects:
     meta, wkb, values, fields = read_vector(path)
+    kind = object_kind(path, fields, values, label_field)
     geoms = shapely.from_wkb(wkb)
     keep = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
     types = Counter(g.geom_type for g in geoms[keep])
@@ -66,7 +69,22 @@ def read_objects(path: Path, size_field: str | None, default_side_m: float) -> O
         if not is_point[keep].all():
             rule = "bounding box of each polygon; " + rule
     return Objects(path, sha256_of(path), CRS.from_user_input(meta["crs"]), geoms[keep], sides[keep],
-                   len(wkb), rule)
+                   len(wkb), rule, kind)
+
+
+def object_kind(path: Path, fields: list[str], values: list[np.ndarray], field: str | None) -> str:
+    """The name of the objects: the one value of ``field``. A detector here learns one kind of object (its
+    classes are size bins), so a field naming several kinds is refused rather than silently merged."""
+    if field is None:
+        return "object"
+    if field not in fields:
+        raise InvalidInput(f"{path}: no field {field!r} (fields: {', '.join(fields) or 'none'})")
+    kinds = sorted({str(v).strip() for v in values[fields.index(field)] if v is not None and str(v).strip()})
+    if len(kinds) > 1:
+        shown = ", ".join(repr(k) for k in kinds[:5]) + (", ..." if len(kinds) > 5 else "")
+        raise InvalidInput(f"{path}: field {field!r} names {len(kinds)} kinds of object ({shown}); detection "
+                           "learns one kind at a time: keep one kind's features, or drop --label-field")
+    return kinds[0].replace(" ", "_") if kinds else "object"
 
 
 def as_labels(objects: Objects) -> Labels:

@@ -68,16 +68,16 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     scene, labels, boxes, _ = yell
     out = tmp_path / "crowns"
     argv = ["train", "--task", "detection", "--images", str(scene), "--labels", str(labels), "--gsd", "0.2",
-            "--epochs", "2", "--json", "--out", str(out)]
+            "--label-field", "kind", "--epochs", "2", "--json", "--out", str(out)]
     assert cli_main(argv) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert events[-1]["event"] == "done"
+    assert events[-1]["event"] == "done" and events[-1]["warnings"] == []  # 148 + 93 crowns: enough
 
     pkg = package.load(out)
     card, m, t = pkg.card, pkg.card.metrics, pkg.card.training
     assert card.task == "detection" and card.gsd_m == 0.2 and card.output_stride == 4
     assert [b.name for b in card.bands] == ["red", "green", "blue"]
-    assert card.target_classes == ["object_small", "object_medium", "object_large"]
+    assert card.target_classes == ["tree_small", "tree_medium", "tree_large"]  # named by --label-field
     edges = card.detection.sides_m
     assert len(edges) == 3 and edges[0] < edges[1] < edges[2]
     # Every crown is somewhere: training bands, held-out bands or validation bands.
@@ -102,7 +102,7 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     assert report["chips"]["processed"] > 0
     found = json.loads((tmp_path / "scan" / "detections.geojson").read_text())["features"]
     assert found and all(f["geometry"]["type"] == "Polygon" for f in found)
-    assert {f["properties"]["class"] for f in found} == {"object"}
+    assert {f["properties"]["class"] for f in found} == {"tree"}
 
     # NEST, an independent simulator, runs the user's package spike for spike as the emulator does
     # (patches from the training scene the card records).
@@ -156,6 +156,7 @@ def _empty(path: Path) -> Path:
     ("lines", "detection needs boxes/polygons or points, but the file has 3 LineString"),
     ("empty", "the label file has no features"),
     ("size field", "no field 'crown_m'"),
+    ("two kinds", "field 'kind' names 2 kinds of object ('a', 'b')"),
 ])
 def test_labels_detection_cannot_use_are_refused_with_status_2(
         case: str, message: str, yell: tuple[Path, Path, np.ndarray, Affine], tmp_path: Path,
@@ -165,6 +166,12 @@ def test_labels_detection_cannot_use_are_refused_with_status_2(
         labels, extra = _lines(tmp_path / "lines.gpkg"), []
     elif case == "empty":
         labels, extra = _empty(tmp_path / "empty.gpkg"), []
+    elif case == "two kinds":
+        labels = tmp_path / "kinds.gpkg"
+        squares = shapely.box([541010.0, 541020.0], [4977980.0] * 2, [541013.0, 541023.0], [4977983.0] * 2)
+        write(labels, shapely.to_wkb(squares), [np.array(["a", "b"], dtype=object)], ["kind"],
+              geometry_type="Polygon", crs=CRS, driver="GPKG")
+        extra = ["--label-field", "kind"]
     else:
         labels = tmp_path / "pts.gpkg"
         write(labels, shapely.to_wkb(shapely.points([541010.0], [4977990.0])), [np.array([3.0])], ["side"],
