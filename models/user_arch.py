@@ -45,11 +45,13 @@ def cores_per_copy(card: ModelCard) -> int:
     return sum(cores_by_population(describe(package.from_parts(card, dense))).values())
 
 
-def choose(make_card, max_cores: int) -> tuple[list[dict[str, object]], dict[str, object]]:  # type: ignore[no-untyped-def]
-    """The largest candidate within ``max_cores``; ``make_card(layers)`` builds a card for a layer list."""
+def choose(make_card, max_cores: int,  # type: ignore[no-untyped-def]
+           candidates: list[tuple[list[int], list[dict[str, object]]]] | None = None
+           ) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """The largest candidate within ``max_cores``; ``make_card(layers)`` builds a card for a layer list.
+    ``candidates`` (filters, layer list), largest first, replaces the segmentation candidates."""
     counted = []
-    for filters in CANDIDATES:
-        spec = layers(filters)
+    for filters, spec in candidates or [(f, layers(f)) for f in CANDIDATES]:
         cores = cores_per_copy(make_card(spec))
         counted.append({"conv_filters": filters, "cores_per_copy_at_most": cores})
         if cores <= max_cores:

@@ -60,8 +60,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_labels(path: Path, field: str | None, task: str, background: str | None = None) -> Labels:
-    """The label file's features and classes, or an ``InvalidInput`` saying what is wrong with it."""
+def read_vector(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray], list[str]]:
+    """(pyogrio metadata, WKB geometries, field values, field names) of a non-empty label file with a CRS,
+    or an ``InvalidInput`` saying which of those it is not."""
     from pyogrio.errors import DataLayerError, DataSourceError
     from pyogrio.raw import read
 
@@ -77,7 +78,12 @@ def read_labels(path: Path, field: str | None, task: str, background: str | None
     if not meta.get("crs"):
         raise InvalidInput(f"{path}: the label file has no coordinate reference system; "
                            "save it with one (e.g. the scene's) so it can be placed on the scene")
-    fields = [str(f) for f in meta["fields"]]
+    return meta, wkb, values, [str(f) for f in meta["fields"]]
+
+
+def read_labels(path: Path, field: str | None, task: str, background: str | None = None) -> Labels:
+    """The label file's features and classes, or an ``InvalidInput`` saying what is wrong with it."""
+    meta, wkb, values, fields = read_vector(path)
     name = _class_field(path, fields, field)
     raw = values[fields.index(name)]
     geoms = shapely.from_wkb(wkb)

@@ -87,8 +87,8 @@ def make_recipe(args: argparse.Namespace, classes: list[str], bands: list[dict[s
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.task != "segmentation":
-        raise InvalidInput(f"--task {args.task}: training from your own labels supports segmentation so far")
+    if args.task not in ("segmentation", "detection"):
+        raise InvalidInput(f"--task {args.task}: training from your own labels is segmentation or detection")
     if not args.images or not args.labels:
         raise InvalidInput("--task needs --images SCENE [SCENE ...] and --labels FILE")
     if args.out is None:
@@ -96,12 +96,20 @@ def check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"{out}: already exists and is not empty; choose a new --out")
+    if args.patch is None:
+        args.patch = 16 if args.task == "segmentation" else 48
     if args.patch < 8 or args.epochs < 1 or args.max_cores_per_copy < 1:
         raise InvalidInput("--patch must be at least 8, --epochs and --max-cores-per-copy at least 1")
+    if args.task == "detection" and args.patch % 4:
+        raise InvalidInput("--patch must be a multiple of 4 for detection (4-pixel output cells)")
 
 
 def main(args: argparse.Namespace) -> int:
     check_args(args)
+    if args.task == "detection":
+        from models import user_detection
+
+        return user_detection.main(args)
     seed = int(args.seed if args.seed is not None else 1)
     images = [Path(p) for p in args.images]
     bands = parse_bands(args.bands, images[0])
@@ -149,16 +157,17 @@ def provenance(labels: user_dataset.Labels, reads: list[user_dataset.SceneRead])
         "data": [{"labels": {"file": labels.path.name, "sha256": labels.sha256, "field": labels.field,
                              "crs": labels.crs.to_string(), "features": labels.features_read,
                              "features_used": len(labels.geometries), "background": labels.background},
-                  "images": [{"file": r.path.name, "path": str(r.path.absolute()),
-                              "sha256": sha256_of(r.path),
-                              "crs": r.crs, "native_gsd_m": r.native_gsd_m,
-                              "window_col_row_width_height": list(r.window_px)}
-                             for r in reads],
+                  "images": provenance_images(reads),
                   "licence": "the user's own data"}],
         "label_rule": ("polygon class per pixel centre (rasterio.features.rasterize), labels reprojected to "
                        "each scene's CRS; unlabelled pixels "
                        + (f"are class {labels.background!r}" if labels.background else "are ignored")),
     }
+
+
+def provenance_images(reads: list[user_dataset.SceneRead]) -> list[dict[str, object]]:
+    return [{"file": r.path.name, "path": str(r.path.absolute()), "sha256": sha256_of(r.path), "crs": r.crs,
+             "native_gsd_m": r.native_gsd_m, "window_col_row_width_height": list(r.window_px)} for r in reads]
 
 
 def finish_card(pkg: package.ModelPackage, where: Path) -> package.ModelPackage:

@@ -183,7 +183,12 @@ def _own_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", default=None, help="1-based scene bands to use, e.g. 4,3,2 (default: all)")
     p.add_argument("--gsd", type=float, default=None, metavar="M",
                    help="model pixel size in metres (default: the first scene's)")
-    p.add_argument("--patch", type=int, default=16, metavar="PX", help="scan patch size in model pixels")
+    p.add_argument("--patch", type=int, default=None, metavar="PX",
+                   help="scan patch size in model pixels (default 16; detection 48)")
+    p.add_argument("--size-field", default=None, metavar="NAME",
+                   help="detection from points: the field holding each object's box side in metres")
+    p.add_argument("--default-size", type=float, default=4.0, metavar="M",
+                   help="detection from points without --size-field: box side in metres (default 4)")
     p.add_argument("--epochs", type=int, default=30,
                    help="float epochs at most (early stopping on validation)")
     p.add_argument("--max-cores-per-copy", type=int, default=DEFAULT_MAX_CORES, metavar="N",

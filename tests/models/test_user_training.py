@@ -73,6 +73,9 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     card, m, t = pkg.card, pkg.card.metrics, pkg.card.training
     assert card.classes == sorted(set(polygons()[2]))
     assert m["emulator_keras_agreement"]["patches_identical"] == 1.0  # type: ignore[index]
+    # The board's weights by sPyNNaker's per-population rule keep every class (a fixed 1/16 step did not).
+    assert m["board_class_agreement"]["value"] == 1.0  # type: ignore[index]
+    assert m["board_class_agreement"]["coarsest_board_step"] <= card.fixed_point.weight_step  # type: ignore[index]
     # Held-out scores and the majority baseline count the same held-out cells: the test blocks only.
     test_cells = sum(t["class_balance"]["labelled_pixels"]["test"].values())  # type: ignore[index]
     assert test_cells == t["test_labelled_pixels"] > 0
@@ -101,6 +104,12 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     assert report["chips"]["processed"] > 0
     assert set(np.unique(classes)) - {255} <= set(range(len(card.classes)))
     assert len(set(np.unique(classes)) - {255}) >= 2  # a map, not one colour
+
+    # NEST runs the user's package spike for spike as the emulator (patches of the scene the card records).
+    capsys.readouterr()
+    assert cli_main(["crosscheck", "--model", str(out), "--backend", "nest", "--patches", "40"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["spike_agreement"] == 1.0 and checked["class_agreement"] == 1.0
 
 
 @pytest.mark.slow

@@ -104,3 +104,26 @@ def test_core_events_are_synapses_of_neurons_that_fired() -> None:
             for pre in proj.rows[:, 0].astype(int):  # one event per synapse whose pre-neuron fired
                 want += spikes[proj.pre][:, pre]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_board_quantiser_equals_spynnakers_own_weights_where_it_rounds(tmp_path: Path) -> None:
+    """``models.board`` (the card's ``board_class_agreement``) against the weights sPyNNaker really builds,
+    on a network whose input sums pass 2**9 so the board rounds (every weight of the landcover model x63:
+    odd multiples of 1/64 on steps of 1/32). Measured: identical to the last bit, ~200 s."""
+    import numpy as np
+
+    from models import board, package
+    from spikescan.config import Settings
+    from workers.spinnaker.board_weights import read_back
+
+    shipped = package.load("landcover-landsat")
+    big = package.save(shipped.card, {k: v * 63 for k, v in shipped.weights.items()}, tmp_path / "x63")
+    assert max(board.receptor_steps(board.describe(big)).values()) > big.card.fixed_point.weight_step
+    got = read_back(big, Settings(data_dir=tmp_path / "data"))
+    ours = board.board_values(big)
+    step = big.card.fixed_point.weight_step
+    assert any(np.abs(got[k] - big.weights[k] * step).max() > 0 for k in got)  # the board did round
+    for key in got:
+        np.testing.assert_array_equal(ours[key], got[key], err_msg=key)
