@@ -34,10 +34,13 @@ def free_port() -> int:
 
 
 class Stack:
-    """Redis + API + workers sharing one data dir; ``env`` is what every process gets."""
+    """Redis + API + workers sharing one data dir; ``env`` is what every process gets. ``private_dirs``: each
+    process gets a data dir of its own instead (``data_dir_of``), as hosts that share only Redis and the
+    object store (``SPIKESCAN_STORAGE_URL``)."""
 
-    def __init__(self, root: Path, models_dir: Path, **env: str) -> None:
+    def __init__(self, root: Path, models_dir: Path, private_dirs: bool = False, **env: str) -> None:
         self.root = root
+        self.private_dirs = private_dirs
         self.data_dir = root / "data"
         self.inputs = root / "inputs"
         self.inputs.mkdir(parents=True, exist_ok=True)
@@ -67,15 +70,19 @@ class Stack:
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
+        env = {**self.env, "SPIKESCAN_DATA_DIR": str(self.data_dir_of(name))}
         proc = subprocess.Popen(
             [sys.executable, "-m", "spikescan.cli", *args],
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         self.procs[name] = proc
         return proc
+
+    def data_dir_of(self, name: str) -> Path:
+        return self.root / "private" / name / "data" if self.private_dirs else self.data_dir
 
     def worker(self, name: str, role: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "worker", "--role", role)
@@ -165,8 +172,8 @@ def new_stack(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Stack]
     """A private stack for one test (extra SPIKESCAN_* variables as keyword arguments), stopped afterwards."""
     made: list[Stack] = []
 
-    def make(**env: str) -> Stack:
-        made.append(Stack(tmp_path / f"stack{len(made)}", models_dir, **env))
+    def make(private_dirs: bool = False, **env: str) -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}", models_dir, private_dirs, **env))
         return made[-1]
 
     yield make
