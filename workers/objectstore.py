@@ -159,7 +159,7 @@ class S3Store(ObjectStore):
     """A bucket through boto3 (credentials, region and ``AWS_ENDPOINT_URL`` from the environment, as every
     AWS SDK reads them). One client per process: boto3 clients are thread-safe."""
 
-    def __init__(self, bucket: str, prefix: str) -> None:
+    def __init__(self, bucket: str, prefix: str, part_bytes: int = PART_BYTES) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -170,7 +170,7 @@ class S3Store(ObjectStore):
         config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60)
         self.client: Any = boto3.client("s3", config=config)
         self.transfer = TransferConfig(
-            multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, max_concurrency=2
+            multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=2
         )
 
     def key(self, key: str) -> str:
