@@ -231,6 +231,7 @@ def cancel_or_delete(job: JobDep, svc: ServicesDep, request: Request) -> Respons
         out = JobOut.of(svc.store.get(job.id), {}, base_url(request), svc.signer)
         return Response(out.model_dump_json(), status_code=202, media_type="application/json")
     job = svc.store.get(job.id)
-    svc.store.delete(job)
+    # Files first: should the storage be down (503), the record stays and a second DELETE finishes the work.
     svc.store.remove_files(job.id)
+    svc.store.delete(job)
     return Response(status_code=204)

@@ -25,6 +25,9 @@ from workers import pipeline
 from workers.redis_server import RedisServer
 
 KEYS = ("key-alpha", "key-bravo")
+# Private data dirs in mount namespaces of their own (``unshare --mount``) need root; elsewhere they are
+# plain separate directories.
+NAMESPACES = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def free_port() -> int:
@@ -71,8 +74,17 @@ class Stack:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         env = {**self.env, "SPIKESCAN_DATA_DIR": str(self.data_dir_of(name))}
+        command = [sys.executable, "-m", "spikescan.cli", *args]
+        if self.private_dirs and NAMESPACES:
+            # Its own mount namespace with a fresh tmpfs over private/: the process sees its own data dir and
+            # nobody else's, as a separate host would (no shared folder to lean on by accident).
+            mount = 'mount -t tmpfs -o size=512m tmpfs "$1" && mkdir -p "$2" && shift 2 && exec "$@"'
+            private = self.root / "private"
+            private.mkdir(exist_ok=True)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh",
+                       str(private), str(self.data_dir_of(name)), *command]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spikescan.cli", *args],
+            command,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -83,6 +95,12 @@ class Stack:
 
     def data_dir_of(self, name: str) -> Path:
         return self.root / "private" / name / "data" if self.private_dirs else self.data_dir
+
+    def seen_by(self, name: str, path: Path) -> Path:
+        """``path`` as process ``name`` sees it (through /proc/<pid>/root when it has its own namespace)."""
+        if self.private_dirs and NAMESPACES:
+            return Path(f"/proc/{self.procs[name].pid}/root") / path.relative_to("/")
+        return path
 
     def worker(self, name: str, role: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "worker", "--role", role)

@@ -1,8 +1,9 @@
 """Hosts that share only Redis and a bucket: the API, chipper, inference worker and mosaicker each run as a
-process with a private data dir, ``SPIKESCAN_STORAGE_URL=s3://…`` on moto's S3 server (its own process, over
-HTTP). An upload job finishes, its results come back through the API (whole, in ranges, and to GDAL's
-/vsicurl/) equal to the in-process run, and nothing is left behind: no chip results once the outputs exist,
-no running bookkeeping in Redis, and after the retention time no record and no files."""
+process with a private data dir (as root: in a mount namespace of its own, ``unshare --mount``), with
+``SPIKESCAN_STORAGE_URL=s3://…`` on moto's S3 server (its own process, over HTTP). An upload job finishes,
+its results come back through the API (whole, in ranges, and to GDAL's /vsicurl/) equal to the in-process
+run, and nothing is left behind: no chip results once the outputs exist, no running bookkeeping in Redis,
+and after the retention time no record and no files."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import rasterio
 
 from models.package import ModelPackage
 from tests.remote import S3Server
-from tests.service.conftest import Stack, upload
+from tests.service.conftest import NAMESPACES, Stack, upload
 from workers import pipeline
 
 BUCKET = "spikescan-results"
@@ -102,8 +103,12 @@ def test_an_upload_job_on_hosts_sharing_only_redis_and_a_bucket_gives_the_in_pro
     assert not [k for k in keys if "/chips/" in k], keys
     # No role kept a file of the job on its own disk: the hosts share nothing but Redis and the bucket.
     for role in ("chipper", "infer-1", "mosaicker"):
-        assert _files(stack.data_dir_of(role)) == [], role
-    assert [p for p in _files(stack.data_dir_of("api")) if job_id in str(p)] == []
+        mine = stack.seen_by(role, stack.data_dir_of(role))
+        assert mine.is_dir() and _files(mine) == [], role
+    assert [p for p in _files(stack.seen_by("api", stack.data_dir_of("api"))) if job_id in str(p)] == []
+    if NAMESPACES:  # and no process sees another's directory (here: the test's own view has none of them)
+        assert not stack.data_dir_of("mosaicker").exists()
+        assert not stack.seen_by("infer-1", stack.data_dir_of("mosaicker")).exists()
     # Running bookkeeping is gone from Redis; the record expires with the default retention (7 days).
     r = stack.rclient()
     assert not r.exists(f"spikescan:job:{job_id}:queued", f"spikescan:job:{job_id}:rows")
