@@ -626,9 +626,11 @@ def _finish_mosaic(w: Worker, m: _Mosaic) -> None:
 
 def _record_done(w: Worker, job: Job, d: Delivery) -> None:
     note = f"{job.chips_failed} chip(s) failed and are missing from the outputs" if job.chips_failed else ""
-    w.store.move(job.id, "done", error=note)
-    # The outputs exist (in the store): the per-chip results are of no further use.
+    # The outputs are stored: the per-chip results are of no further use. Deleted before "done" is recorded,
+    # so a finished job never has intermediates left; a crash in between is finished by the redelivered
+    # mosaic (``_outputs_complete``), which deletes again (nothing there is no error) and records "done".
     w.store.chips(job.id).delete()
+    w.store.move(job.id, "done", error=note)
     w.forget(job.id)
     w.streams.mosaic.ack([d.id])
 

@@ -60,6 +60,14 @@ def _read_stored(store: JobStore, key: str, render: Callable[..., bytes], *args:
         return render(source.gdal_path, *args)
 
 
+def _scene_tile(job: Job, card: ModelCard, z: int, x: int, y: int) -> bytes:
+    if not job.scene.startswith("s3://"):
+        return layers.scene_tile(Path(job.scene), card, job.bands, z, x, y)
+    source = sources.resolve(job.scene)  # an upload in a bucket, or an s3:// job: /vsis3/ with AWS_*
+    with source.env():
+        return layers.scene_tile(source.gdal_path, card, job.bands, z, x, y)
+
+
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
 def result(name: str, job: JobDep, svc: ServicesDep, request: Request) -> Response:
     """One of the job's result files (HTTP Range honoured); an unknown name is a 404."""
@@ -91,7 +99,7 @@ async def tile(
     check_layer(layer)
     card = model_card(job.model, job.model_id, svc.settings.models_dir)
     if layer == "scene":
-        png = await anyio.to_thread.run_sync(layers.scene_tile, Path(job.scene), card, job.bands, z, x, y)
+        png = await anyio.to_thread.run_sync(_scene_tile, job, card, z, x, y)
     elif layer == "scores":
         key = finished_key(svc.store, job, "scores.tif")
         png = await anyio.to_thread.run_sync(

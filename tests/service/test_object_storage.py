@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import morecantile
 import numpy as np
 import pytest
 import rasterio
+from rasterio.warp import transform_bounds
 
 from models.package import ModelPackage
 from tests.remote import S3Server
 from tests.service.conftest import NAMESPACES, Stack, upload
+from tests.service.test_faults import _freeze_while_holding
 from workers import pipeline
 
 BUCKET = "spikescan-results"
@@ -33,14 +36,24 @@ def local_run(
     return out
 
 
-def _bucket_stack(new_stack: Callable[..., Stack], s3: S3Server, **env: str) -> Stack:
+def _bucket_stack(
+    new_stack: Callable[..., Stack], s3: S3Server, workers: bool = True, **env: str
+) -> Stack:
     client = s3.client()
     if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
         client.create_bucket(Bucket=BUCKET)
     env = {"SPIKESCAN_MAX_UPLOAD_MB": "64", **s3.env, **env}
     stack = new_stack(private_dirs=True, SPIKESCAN_STORAGE_URL=f"s3://{BUCKET}/{PREFIX}", **env)
-    stack.pipeline_workers(infer=1)
+    if workers:
+        stack.pipeline_workers(infer=1)
     return stack
+
+
+def _centre_tile(scene: Path, zoom: int) -> tuple[int, int, int]:
+    with rasterio.open(scene) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, zoom)
+    return tile.z, tile.x, tile.y
 
 
 def _keys(s3: S3Server, prefix: str) -> list[str]:
@@ -83,8 +96,10 @@ def test_an_upload_job_on_hosts_sharing_only_redis_and_a_bucket_gives_the_in_pro
         assert beyond.status_code == 416
         head = http.head(f"/v1/jobs/{job_id}/results/classes.tif")
         assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole)
-        tile = http.get(f"/v1/jobs/{job_id}/tiles/0/0/0.png")
-        assert tile.status_code == 200 and tile.content.startswith(b"\x89PNG")
+        z, x, y = _centre_tile(landsat_tif, 12)
+        for layer in ("classes", "scores", "scene"):  # read from the bucket by the API
+            tile = http.get(f"/v1/jobs/{job_id}/tiles/{z}/{x}/{y}.png", params={"layer": layer})
+            assert tile.status_code == 200 and tile.content.startswith(b"\x89PNG"), (layer, tile.text)
 
     for name in ("classes.tif", "scores.tif"):
         with rasterio.open(got / name) as have, rasterio.open(local_run / name) as want:
@@ -114,6 +129,44 @@ def test_an_upload_job_on_hosts_sharing_only_redis_and_a_bucket_gives_the_in_pro
     assert not r.exists(f"spikescan:job:{job_id}:queued", f"spikescan:job:{job_id}:rows")
     assert 6 * 24 * 3600 < r.ttl(f"spikescan:job:{job_id}") <= 7 * 24 * 3600
     r.close()
+
+
+def test_an_s3_job_loses_nothing_when_an_inference_worker_is_killed_on_the_bucket_harness(
+    new_stack: Callable[..., Stack],
+    s3: S3Server,
+    landsat_model: ModelPackage,
+    local_run: Path,
+    tmp_path: Path,
+) -> None:
+    stack = _bucket_stack(
+        new_stack, s3, workers=False, SPIKESCAN_BATCH_SIZE="4", SPIKESCAN_INPUT_ROOTS="s3://scenes/nc/"
+    )
+    stack.worker("chipper", "chip")
+    stack.worker("mosaicker", "mosaic")
+    victim = stack.worker("victim", "infer")
+    r = stack.rclient()
+    with stack.client() as http:
+        uri = {"uri": "s3://scenes/nc/scene.tif", "model": landsat_model.name}
+        accepted = http.post("/v1/jobs", json=uri)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        assert _freeze_while_holding(r, victim.pid, "infer") > 0
+        victim.kill()  # SIGKILL, holding chips it had not stored or counted
+        victim.wait()
+        stack.worker("rescuer", "infer")
+        status = stack.wait_done(http, job_id, timeout_s=180)
+        assert status["status"] == "done", status
+        progress = status["progress"]
+        assert progress["chips_failed"] == 0
+        assert progress["chips_done"] == progress["chips_total"] == r.scard(f"spikescan:job:{job_id}:done")
+        for name in ("classes.tif", "scores.tif"):
+            (tmp_path / name).write_bytes(http.get(f"/v1/jobs/{job_id}/results/{name}").content)
+    r.close()
+    for name in ("classes.tif", "scores.tif"):
+        with rasterio.open(tmp_path / name) as have, rasterio.open(local_run / name) as want:
+            assert np.array_equal(have.read(), want.read()), name
+    # Deleted before "done" was recorded: nothing left by the killed worker or the rescuer.
+    assert not [k for k in _keys(s3, f"{PREFIX}/jobs/{job_id}/") if "/chips/" in k]
 
 
 def test_a_finished_job_expires_with_its_files_after_the_result_ttl(
