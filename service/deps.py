@@ -33,7 +33,7 @@ class Services:
         if not settings.redis_url:
             raise ValueError("create_app needs settings.redis_url (spikescan serve starts a private Redis)")
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
-        store = JobStore(client, settings.data_dir)
+        store = JobStore.for_settings(client, settings)
         streams = Streams.open(client, settings.chip_claim_timeout_s, settings.max_chip_attempts)
         return cls(
             settings,

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spikescan import errors as e
+from workers.objectstore import StorageUnavailable
 
 log = logging.getLogger("spikescan.service")
 
@@ -89,6 +90,15 @@ async def _queue_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _storage_down(request: Request, exc: Exception) -> JSONResponse:
+    # The object store (SPIKESCAN_STORAGE_URL) down or throttling: the server's transient state, as Redis's.
+    log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "storage_unavailable", "the result storage is not reachable right now; retry shortly",
+        {"Retry-After": "10"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal", "internal server error (see the server log)")
@@ -101,4 +111,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(redis.ConnectionError, _queue_down)
     app.add_exception_handler(redis.TimeoutError, _queue_down)
     app.add_exception_handler(redis.BusyLoadingError, _queue_down)
+    app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -82,13 +82,15 @@ def _stretch_cached(path: str, _stamp: tuple[int, int], indexes: tuple[int, ...]
     return tuple(out)
 
 
-def stretch(path: Path, indexes: Sequence[int]) -> Stretch:
+def stretch(path: str | Path, indexes: Sequence[int]) -> Stretch:
     """Per band, the (2nd, 98th) percentile of a bounded sample of valid pixels; once per scene file."""
+    if str(path).startswith("/vsi"):  # a job's scene in a bucket: its key is never rewritten
+        return _stretch_cached(str(path), (0, 0), tuple(indexes))
     st = os.stat(path)  # a replaced file (same name) gets its own stretch
     return _stretch_cached(str(path), (st.st_mtime_ns, st.st_size), tuple(indexes))
 
 
-def scene_tile(scene: Path, card: ModelCard, bands: str | None, z: int, x: int, y: int) -> bytes:
+def scene_tile(scene: str | Path, card: ModelCard, bands: str | None, z: int, x: int, y: int) -> bytes:
     check_tile(z, x, y)
     with Reader(str(scene)) as src:
         rgb = rgb_bands(src.dataset, card, bands)

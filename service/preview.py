@@ -102,7 +102,7 @@ def _paint(store: JobStore, job: Job, grid: ChipGrid, window: Window, step: int)
     first = max(0, (r0 - grid.cells) // span)
     last = min(grid.rows - 1, (r0 + int(window.height)) // span)
     for row in range(first, last + 1):
-        for result in chipstore.load_row(store.chip_dir(job.id), row, done):
+        for result in chipstore.load_row(store.chips(job.id), row, done):
             _paint_chip(out, result, grid.output_stride, c0, r0, step)
     return out
 

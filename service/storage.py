@@ -3,13 +3,12 @@
 A multipart body is parsed as it arrives (python-multipart's streaming parser): file parts go straight to a
 staging file under ``<data_dir>/uploads/``, small text fields are kept, and the running size is checked on
 every chunk, so an oversize upload is cut off at the cap, never held in memory, and leaves nothing behind.
-Staged files are moved into the job directory only once the scene has been validated and the job accepted.
+Staged files are moved into the job's storage (``JobStore.objects``: the data dir or a bucket) only once the
+scene has been validated and the job accepted.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -207,15 +206,3 @@ def sweep_stale_uploads(staging: Path, max_age_s: float = STALE_UPLOAD_S) -> int
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
-
-
-def adopt(staged: Path, job_dir: Path) -> Path:
-    """Move a validated upload into its job's directory (same filesystem: a rename, no copy)."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    target = job_dir / "scene.tif"
-    os.replace(staged, target)
-    return target
-
-
-def remove_job_files(job_dir: Path) -> None:
-    shutil.rmtree(job_dir, ignore_errors=True)

@@ -18,7 +18,7 @@ import anyio
 from rasterio.windows import Window
 
 from models import package
-from service.storage import StagedFile, adopt, remove_job_files
+from service.storage import StagedFile
 from spikescan.config import Settings
 from spikescan.errors import InvalidInput, ModelPackageError, UnknownModel
 from workers import sources, stac_input
@@ -130,9 +130,11 @@ class Submitter:
             staged.path, model, bands, stride, shown_as=staged.filename or "upload", aoi=aoi, **inputs
         )
         job_id = new_id()
-        job_dir = self.store.job_dir(job_id)
         try:
-            scene = adopt(staged.path, job_dir)
+            # Into the job's storage: a rename in the data dir, a streamed multipart upload to a bucket.
+            key = self.store.prefix(job_id) + "scene.tif"
+            self.store.objects.move_in(key, staged.path)
+            scene = self.store.objects.ref(key)
             return self._record(
                 job_id,
                 owner,
@@ -146,7 +148,7 @@ class Submitter:
                 extra=fields,
             )
         except BaseException:
-            remove_job_files(job_dir)
+            self.store.remove_files(job_id)
             raise
 
     def submit_uri(

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     spalloc_user: str = "spikescan"
     spinnaker_boards: int = 1
     batch_size: int = 64
+    # Where uploads, per-chip results and outputs live (workers.objectstore): unset, the data dir; a
+    # directory; or s3://bucket/prefix (boto3 and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
+    # for S3-compatible stores), so that hosts share only Redis and the bucket.
+    storage_url: str | None = None
+    # How long a finished (done, failed, cancelled) job's record and outputs are kept: its Redis keys expire
+    # then, and the next sweep (workers.retention) deletes its files. 0 keeps them until DELETE.
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
     # Chips that failed this many deliveries go to the dead-letter list.
     max_chip_attempts: int = 3
     # A chip held longer than this by a silent worker is reclaimed by another.

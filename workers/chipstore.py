@@ -1,25 +1,26 @@
-"""Per-chip inference results on shared storage, read back by chip row for the mosaicker.
+"""Per-chip inference results in the job's storage (``workers.objectstore``), read back by chip row for the
+mosaicker.
 
-Layout: ``<job dir>/chips/r<row>/<digest>.npz``, one file per chip row of each batch an inference worker
-finished, holding the arrays of ``workers.mosaic.ChipResult`` stacked (``chip`` [n, 5] = row, col, x, y, size;
-``scores``; ``cell_valid``; ``spikes``). One file per chip would cost a file creation per chip, which on
-shared filesystems is slower than the inference itself.
+Layout: ``<chips prefix>/r<row>/<digest>.npz`` (locally ``<job dir>/chips/…``), one object per chip row of
+each batch an inference worker finished, holding the arrays of ``workers.mosaic.ChipResult`` stacked
+(``chip`` [n, 5] = row, col, x, y, size; ``scores``; ``cell_valid``; ``spikes``). One object per chip would
+cost a file creation (or a PUT) per chip, which on shared filesystems and object stores is slower than the
+inference itself.
 
-Idempotent by construction: the file name is a digest of the chip ids it holds, so a redelivered batch
-rewrites the same file with the same bytes, and a chip redelivered in a *different* batch is simply read
-twice and kept once (results are deterministic). Files are written under a temporary name and renamed into
-place, so a reader sees a whole file or none. Only chips that Redis counts as done are read back
-(``load_row``'s ``done``), so a file from an attempt that was later dead-lettered never enters the mosaic.
+Idempotent by construction: the name is a digest of the chip ids it holds, so a redelivered batch rewrites
+the same object with the same bytes, and a chip redelivered in a *different* batch is simply read twice and
+kept once (results are deterministic). Objects are written whole (a rename locally, one PUT to a bucket), so a
+reader sees a whole object or none. Only chips that Redis counts as done are read back (``load_row``'s
+``done``), so an object from an attempt that was later dead-lettered never enters the mosaic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -27,64 +28,78 @@ from models.package import read_npz
 from spikescan.errors import writing
 from workers.chips import Chip
 from workers.mosaic import ChipResult
+from workers.objectstore import LocalStore, ObjectStore
 
 
-def store(chip_dir: Path, results: list[ChipResult]) -> list[Path]:
+@dataclass(frozen=True)
+class ChipSet:
+    """Where one job's chip results live: a store and the key prefix of the job's chips (``…/chips/``)."""
+
+    objects: ObjectStore
+    prefix: str
+
+    def delete(self) -> None:
+        self.objects.delete_prefix(self.prefix)
+
+
+def _chipset(where: ChipSet | Path) -> ChipSet:
+    # A plain directory (the in-process tests, the old call sites) is a local store rooted there.
+    return where if isinstance(where, ChipSet) else ChipSet(LocalStore(where), "")
+
+
+def store(where: ChipSet | Path, results: list[ChipResult]) -> list[PurePosixPath]:
+    """Store one batch's results, one object per chip row; returns their keys."""
+    chips = _chipset(where)
     by_row: dict[int, list[ChipResult]] = defaultdict(list)
     for r in results:
         by_row[r.chip.row].append(r)
-    with writing(chip_dir):
-        return [_write_row(chip_dir / f"r{row}", group) for row, group in sorted(by_row.items())]
+    root = chips.objects.local_root
+    with writing(root / chips.prefix if root is not None else Path(".")):
+        return [_write_row(chips, row, group) for row, group in sorted(by_row.items())]
 
 
-def _write_row(directory: Path, group: list[ChipResult]) -> Path:
+def _write_row(chips: ChipSet, row: int, group: list[ChipResult]) -> PurePosixPath:
     group = sorted(group, key=lambda r: r.chip.col)
     name = hashlib.sha256(",".join(r.chip.id for r in group).encode()).hexdigest()[:24]
-    target = directory / f"{name}.npz"
-    try:  # the row's directory exists after its first batch: no mkdir syscall for every later one
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        # Built in memory and written in one call: numpy writing the archive to the file itself costs a dozen
-        # small writes and seeks, which on a busy volume take longer than building the archive.
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
-            scores=np.stack([r.scores for r in group]).astype(np.float32, copy=False),
-            cell_valid=np.stack([r.cell_valid for r in group]),
-            spikes=np.array([r.spikes for r in group], np.int64),
-        )
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getbuffer())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    key = f"{chips.prefix}r{row}/{name}.npz"
+    # Built in memory and written in one call: numpy writing the archive to the file itself costs a dozen
+    # small writes and seeks, which on a busy volume take longer than building the archive.
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
+        scores=np.stack([r.scores for r in group]).astype(np.float32, copy=False),
+        cell_valid=np.stack([r.cell_valid for r in group]),
+        spikes=np.array([r.spikes for r in group], np.int64),
+    )
+    chips.objects.put_bytes(key, buf.getvalue())
+    return PurePosixPath(key)
 
 
 def load_row(
-    chip_dir: Path, row: int, done: set[str] | None = None, skip: set[str] | frozenset[str] = frozenset()
+    where: ChipSet | Path,
+    row: int,
+    done: set[str] | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> list[ChipResult]:
     """Stored results of chip row ``row``, each chip once, in column order: those in ``done`` (the chips
     counted done), or — ``done`` None, for a row whose every chip is counted done or failed — all but those
     in ``skip`` (the failed ones)."""
+    chips = _chipset(where)
     found: dict[str, ChipResult] = {}
-    directory = chip_dir / f"r{row}"
-    for path in sorted(directory.glob("*.npz")) if directory.is_dir() else []:
-        try:
-            # One read of the whole file (then parsed in memory); thread-safe: the API reads chip results from
-            # several request threads.
-            z = read_npz(io.BytesIO(path.read_bytes()))
-            chips, scores, valid, spikes = z["chip"], z["scores"], z["cell_valid"], z["spikes"]
-        except FileNotFoundError:
+    for key in chips.objects.names(f"{chips.prefix}r{row}/"):
+        if not key.endswith(".npz"):
+            continue
+        # One read of the whole object (then parsed in memory); thread-safe: the API reads chip results from
+        # several request threads.
+        data = chips.objects.get_bytes(key)
+        if data is None:
             # Removed under us (the job finished or was deleted while a preview tile read it). The mosaicker
             # counts what it loaded against what Redis says is done, so a loss cannot pass there unnoticed.
             continue
-        for i, (r, c, x, y, size) in enumerate(chips.tolist()):
+        z = read_npz(io.BytesIO(data))
+        chip_rows, scores, valid, spikes = z["chip"], z["scores"], z["cell_valid"], z["spikes"]
+        for i, (r, c, x, y, size) in enumerate(chip_rows.tolist()):
             chip = Chip(r, c, x, y, size)
             if (chip.id in done if done is not None else chip.id not in skip) and chip.id not in found:
                 found[chip.id] = ChipResult(chip, scores[i], valid[i], int(spikes[i]))

@@ -8,14 +8,20 @@ SADD returns 0, so it never counts twice. Completion is detected in the same Lua
 States: queued → chipping → running → mosaicking → done, and failed / cancelled from any live state.
 Terminal states never change again; a redelivered task may repeat its own state (chipping → chipping).
 
-Files of a job live under ``<data_dir>/jobs/<id>/``: ``chips/`` (per-chip results), ``out/`` (the five
-outputs) and, for uploads, ``scene.tif``.
+Files of a job live in the job's storage (``workers.objectstore``: the data dir, or a bucket) under
+``jobs/<id>/``: ``chips/`` (per-chip results), ``out/`` (the outputs) and, for uploads, ``scene.tif``. A
+worker writes the outputs in its own ``<data_dir>/jobs/<id>/out/`` first; with a bucket it uploads them.
+
+Retention: once a job is finished its chip bookkeeping (queued set, row counts) is deleted and its record
+expires after ``result_ttl`` seconds (``SPIKESCAN_RESULT_TTL_S``); ``workers.retention`` then removes its
+files and index entries.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +29,10 @@ from pathlib import Path
 import redis
 
 from models.tasks import VectorParams
+from spikescan.config import Settings
 from spikescan.errors import NotFound
+from workers.chipstore import ChipSet
+from workers.objectstore import LocalStore, ObjectStore, open_store
 from workers.queue import PREFIX, WorkStream
 
 STATES = ("queued", "chipping", "running", "mosaicking", "done", "failed", "cancelled")
@@ -286,10 +295,24 @@ def new_id(prefix: str = "j") -> str:
     return prefix + secrets.token_hex(10)
 
 
+# A finished job's keys: the record and what the API still shows of it (failures, counted sets) expire with
+# the result TTL; the bookkeeping only running jobs need is deleted at once.
+_KEPT_PARTS = ("", "done", "failed", "failures")
+_RUNNING_PARTS = ("queued", "rows")
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, data_dir: Path) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        data_dir: Path,
+        objects: ObjectStore | None = None,
+        result_ttl_s: int = 0,
+    ) -> None:
         self.client = client
         self.data_dir = data_dir
+        self.objects = objects or LocalStore(data_dir)
+        self.result_ttl_s = result_ttl_s
         self._transition = client.register_script(_TRANSITION)
         self._record = client.register_script(_RECORD)
         self._annotate = client.register_script(_ANNOTATE)
@@ -297,6 +320,12 @@ class JobStore:
         self._queue_chips = client.register_script(_QUEUE_CHIPS)
         self._record_ack = client.register_script(_RECORD_ACK)
         self._stream_mosaic = client.register_script(_STREAM_MOSAIC)
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> JobStore:
+        """The job store of a process: its Redis, the configured storage, the configured retention."""
+        objects = open_store(settings.storage_url, settings.data_dir)
+        return cls(client, settings.data_dir, objects, settings.result_ttl_s)
 
     # --- keys and files -----------------------------------------------------------------------------------
     @staticmethod
@@ -310,7 +339,24 @@ class JobStore:
         return self.job_dir(job_id) / "chips"
 
     def out_dir(self, job_id: str) -> Path:
+        """Where this process writes a job's outputs (with a bucket, before they are uploaded)."""
         return self.job_dir(job_id) / "out"
+
+    @staticmethod
+    def prefix(job_id: str) -> str:
+        """The job's key prefix in the object store."""
+        return f"jobs/{job_id}/"
+
+    def chips(self, job_id: str) -> ChipSet:
+        return ChipSet(self.objects, self.prefix(job_id) + "chips/")
+
+    def out_key(self, job_id: str, name: str) -> str:
+        return f"{self.prefix(job_id)}out/{name}"
+
+    def remove_files(self, job_id: str) -> None:
+        """Every file of the job, in the store and in this process's data dir."""
+        self.objects.delete_prefix(self.prefix(job_id))
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     # --- records ------------------------------------------------------------------------------------------
     def create(
@@ -408,7 +454,18 @@ class JobStore:
         result = int(self._transition(keys=[self.key(job_id)], args=args))
         if result < 0:
             raise NotFound(f"no job {job_id!r}")
+        if result == 1 and status in TERMINAL:
+            self._retire(job_id)
         return result == 1
+
+    def _retire(self, job_id: str) -> None:
+        """A job just finished: drop its running bookkeeping, and start its record's retention clock."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*(self.key(job_id, p) for p in _RUNNING_PARTS))
+        if self.result_ttl_s > 0:
+            for part in _KEPT_PARTS:
+                pipe.expire(self.key(job_id, part), self.result_ttl_s)
+        pipe.execute()
 
     def fail(self, job_id: str, message: str) -> bool:
         return self.move(job_id, "failed", error=message)

@@ -8,7 +8,9 @@ mosaicker: ``Mosaicker`` + ``LayerWriter``; then ``finish_outputs``).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +24,7 @@ from models import package as model_package
 from models.package import ModelPackage
 from models.tasks import Footprint, VectorParams, for_card
 from spikescan.config import Settings, get_settings
-from workers import input_check, report, stac, vector_formats
+from workers import input_check, objectstore, report, stac, vector_formats
 from workers.aoi import Aoi
 from workers.aoi import load as load_aoi
 from workers.backends import Backend, BatchResult, get_backend
@@ -322,9 +324,25 @@ def finish_outputs(
 
 
 def main(args: argparse.Namespace) -> int:
-    """``spikescan predict``: progress bar on a terminal, summary and output location on stdout."""
-    out = Path(args.out)
-    rep = run(
+    """``spikescan predict``: progress bar on a terminal, summary and output location on stdout. ``--out
+    s3://bucket/prefix``: the outputs are written to a temporary directory, then uploaded there."""
+    remote = str(args.out).startswith("s3://")
+    out = Path(tempfile.mkdtemp(prefix="spikescan-out-")) if remote else Path(args.out)
+    try:
+        rep = _predict(args, out)
+        if remote:  # report.json last: its presence says the outputs are whole
+            objectstore.open_store(args.out, out).publish_dir(out, "", last="report.json")
+    finally:
+        if remote:
+            shutil.rmtree(out, ignore_errors=True)
+    for warning in rep["warnings"]:
+        print(f"spikescan: warning: {warning['message']}", file=sys.stderr)
+    print(report.summary(rep, args.out if remote else out.resolve()), file=sys.stdout)
+    return 0
+
+
+def _predict(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    return run(
         args.scene,
         args.model,
         out,
@@ -336,7 +354,3 @@ def main(args: argparse.Namespace) -> int:
         inputs=input_check.InputOptions(scale=args.scale, nodata=args.nodata),
         aoi=load_aoi(args.aoi) if args.aoi else None,
     )
-    for warning in rep["warnings"]:
-        print(f"spikescan: warning: {warning['message']}", file=sys.stderr)
-    print(report.summary(rep, out.resolve()), file=sys.stdout)
-    return 0

@@ -104,7 +104,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 BOARD_BACKENDS = frozenset({"spinnaker"})
 
 
-def summary(report: dict[str, Any], out_dir: Path) -> str:
+def summary(report: dict[str, Any], out_dir: Path | str) -> str:
     chips = report["chips"]
     energy = report["energy_j"]
     rates = (

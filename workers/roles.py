@@ -38,7 +38,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import rasterio
 import redis
@@ -54,11 +53,12 @@ from spikescan.errors import (
     SpikescanError,
     writing,
 )
-from workers import chipstore, input_check, pipeline, report
+from workers import chipstore, input_check, pipeline, report, retention
 from workers.backends import Backend, get_backend
 from workers.chips import Chip, ChipGrid
 from workers.jobs import Job, JobStore, RowCounts
 from workers.mosaic import Mosaicker, WriteBehind
+from workers.objectstore import StorageUnavailable
 from workers.queue import DeadLetter, Delivery, Streams, WorkStream
 from workers.redis_server import warn_about_persistence
 from workers.scene import Scene
@@ -99,7 +99,7 @@ class Worker:
     take_count: int = 0
 
     def __post_init__(self) -> None:
-        self.store = JobStore(self.client, self.settings.data_dir)
+        self.store = JobStore.for_settings(self.client, self.settings)
         self.streams = Streams.open(
             self.client, self.settings.chip_claim_timeout_s, self.settings.max_chip_attempts
         )
@@ -189,6 +189,10 @@ def _fail_job(w: Worker, job_id: str, exc: BaseException) -> None:
     except NotFound:
         pass  # deleted meanwhile: nothing left to mark
     w.forget(job_id)
+    try:  # a failed job gets no outputs: its per-chip results are of no further use
+        w.store.chips(job_id).delete()
+    except StorageUnavailable as exc:
+        log.warning("job %s: chip results not deleted (%s); the retention sweep will", job_id, exc)
 
 
 def _guarded(w: Worker, stream: WorkStream, d: Delivery, job_id: str, task: Callable[[], None]) -> None:
@@ -382,15 +386,15 @@ def _infer_chips(w: Worker, job: Job, chips: list[Chip], group: list[Delivery]) 
             w.streams.infer.ack(d.id for d in group)  # deleted while we computed: keep nothing
             return
         job.backend, job.extra["copies"] = engine.name, str(engine.copies)
-    chip_dir = w.store.chip_dir(job.id)
-    chipstore.store(chip_dir, results)
+    chips = w.store.chips(job.id)
+    chipstore.store(chips, results)
     # Stored, then counted and acked (and the mosaic queued if this was the last chip) in one atomic call: a
     # crash before it loses nothing — the chips are redelivered, stored again, and count nothing twice.
     counted, _ = w.store.chips_done_and_ack(
         job.id, [r.chip.id for r in results], [d.id for d in group], w.streams.infer, w.streams.mosaic
     )
     if counted < 0:  # deleted or cancelled while we computed: keep nothing
-        shutil.rmtree(chip_dir, ignore_errors=True)
+        chips.delete()
         w.forget(job.id)
 
 
@@ -480,7 +484,7 @@ def _open_mosaic(w: Worker, d: Delivery) -> None:
     if job is None:
         w.streams.mosaic.ack([d.id])
         return
-    if job.status == "mosaicking" and _outputs_complete(w.store.out_dir(job.id), job):
+    if job.status == "mosaicking" and _outputs_complete(w.store, job):
         _record_done(w, job, d)
         return
     beat = w.streams.mosaic.heartbeat(d, w.consumer)
@@ -529,6 +533,7 @@ def _advance_rows(w: Worker, m: _Mosaic) -> bool:
         _drop_mosaic(w, m.job.id)
         if state is None or state.status == "cancelled":
             shutil.rmtree(w.store.out_dir(m.job.id), ignore_errors=True)
+            w.store.objects.delete_prefix(w.store.out_key(m.job.id, ""))
         w.forget(m.job.id)
         w.streams.mosaic.ack([m.delivery.id])
         return True
@@ -558,18 +563,19 @@ def _feed_ready(w: Worker, m: _Mosaic, rows: list[RowCounts]) -> None:
         m.behind = WriteBehind(m.writers.sink)
         m.mosaic = Mosaicker(m.grid, len(pkg.card.classes), m.behind)
     failed = w.store.failed_chips(m.job.id) if any(r.failed for r in rows) else set()
-    chip_dir = w.store.chip_dir(m.job.id)
+    chips = w.store.chips(m.job.id)
     for counts in rows:
         row = m.next_row
         with m.watch.stage("mosaic"):
-            results = chipstore.load_row(chip_dir, row, skip=failed)
+            results = chipstore.load_row(chips, row, skip=failed)
             if len(results) != counts.done:
                 # Never a quietly blank patch in the map: results counted done but gone from storage fail
                 # the job. (Only chips counted done are read: a row is fed once each of its chips is counted
                 # done or failed, and the failed ones are skipped.)
                 raise OutputError(
                     f"{counts.done - len(results)} of {counts.done} chip results of row {row} of job "
-                    f"{m.job.id} are missing from {chip_dir} (shared storage lost them); resubmit the job"
+                    f"{m.job.id} are missing from {chips.objects.ref(chips.prefix)} (shared storage lost "
+                    "them); resubmit the job"
                 )
             m.mosaic.feed_row(row, results)
         m.spikes += sum(r.spikes for r in results)
@@ -613,25 +619,41 @@ def _finish_mosaic(w: Worker, m: _Mosaic) -> None:
             counters=counters,
             scene_name=job.scene_name or None,
         )
+    _publish(w, job.id)
     del w.mosaics[job.id]
     _record_done(w, job, m.delivery)
 
 
 def _record_done(w: Worker, job: Job, d: Delivery) -> None:
     note = f"{job.chips_failed} chip(s) failed and are missing from the outputs" if job.chips_failed else ""
+    # The outputs are stored: the per-chip results are of no further use. Deleted before "done" is recorded,
+    # so a finished job never has intermediates left; a crash in between is finished by the redelivered
+    # mosaic (``_outputs_complete``), which deletes again (nothing there is no error) and records "done".
+    w.store.chips(job.id).delete()
     w.store.move(job.id, "done", error=note)
-    shutil.rmtree(w.store.chip_dir(job.id), ignore_errors=True)
     w.forget(job.id)
     w.streams.mosaic.ack([d.id])
 
 
-def _outputs_complete(out: Path, job: Job) -> bool:
-    """A mosaicker killed (or a Redis that lost its last writes) after report.json was written but before
-    "done" was recorded: the outputs are whole — report.json is written last, atomically — so the redelivered
+def _publish(w: Worker, job_id: str) -> None:
+    """Move the outputs written in this process's data dir to the job's storage (with a bucket: upload them,
+    report.json last — the completeness marker ``_outputs_complete`` trusts). Local storage in the data dir:
+    they are already in place."""
+    out = w.store.out_dir(job_id)
+    root = w.store.objects.local_root
+    if root is not None and out == root / w.store.out_key(job_id, ""):
+        return
+    w.store.objects.publish_dir(out, w.store.out_key(job_id, ""), last="report.json")
+
+
+def _outputs_complete(store: JobStore, job: Job) -> bool:
+    """A mosaicker killed (or a Redis that lost its last writes) after report.json was stored but before
+    "done" was recorded: the outputs are whole — report.json is stored last, whole — so the redelivered
     mosaic only records "done". The chip results may already be gone; mosaicking again could not work."""
+    raw = store.objects.get_bytes(store.out_key(job.id, "report.json"))
     try:
-        rep = json.loads((out / "report.json").read_text())
-    except (OSError, ValueError):
+        rep = json.loads(raw) if raw is not None else {}
+    except ValueError:
         return False
     return bool(rep.get("chips", {}).get("processed") == job.chips_done)
 
@@ -653,7 +675,7 @@ def run(w: Worker, roles: list[str], should_stop: Callable[[], bool]) -> None:
     try:
         while not should_stop():
             if time.monotonic() >= next_prune:
-                next_prune = time.monotonic() + _PRUNE_EVERY_S
+                next_prune = time.monotonic() + _prune_every_s(w.settings)
                 _prune(w)
             try:
                 busy = any([STEPS[role](w, block_ms) for role in roles])
@@ -678,6 +700,17 @@ def _prune(w: Worker) -> None:
     for stream in w.streams.all():
         for name in stream.prune_consumers(idle_s):
             log.info("forgot idle consumer %s of stream %s", name, stream.name)
+    if w.settings.result_ttl_s > 0:
+        try:
+            retention.sweep(w.store)
+        except StorageUnavailable as exc:  # the next sweep tries again; nothing is forgotten before its files
+            log.warning("retention sweep: %s", exc)
+
+
+def _prune_every_s(settings: Settings) -> float:
+    # A short retention is swept as often as it expires (tests, demos); a long one every _PRUNE_EVERY_S.
+    ttl = settings.result_ttl_s
+    return min(_PRUNE_EVERY_S, max(1.0, float(ttl))) if ttl > 0 else _PRUNE_EVERY_S
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:

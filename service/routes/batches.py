@@ -31,7 +31,7 @@ from service.schemas import (
     JobOut,
     SceneError,
 )
-from service.storage import Upload, remove_job_files
+from service.storage import Upload
 from spikescan.errors import InvalidInput, NotFound, SpikescanError
 from workers.jobs import Job, new_id
 from workers.queue import PREFIX
@@ -102,7 +102,7 @@ def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]],
         for job in outcome.jobs:
             svc.store.move(job.id, "cancelled", error="batch rejected")
             svc.store.delete(job)
-            remove_job_files(svc.store.job_dir(job.id))
+            svc.store.remove_files(job.id)
         raise
     if outcome.jobs:
         svc.client.rpush(f"{PREFIX}:batch:{batch}", *(j.id for j in outcome.jobs))

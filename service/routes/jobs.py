@@ -23,7 +23,7 @@ from service.schemas import (
     UriSubmission,
     links,
 )
-from service.storage import ENVELOPE_BYTES, Upload, receive_multipart, remove_job_files, uploads_dir
+from service.storage import ENVELOPE_BYTES, Upload, receive_multipart, uploads_dir
 from spikescan.errors import InvalidInput, PayloadTooLarge, option
 from workers import aoi as aois
 from workers.jobs import Job
@@ -231,6 +231,7 @@ def cancel_or_delete(job: JobDep, svc: ServicesDep, request: Request) -> Respons
         out = JobOut.of(svc.store.get(job.id), {}, base_url(request), svc.signer)
         return Response(out.model_dump_json(), status_code=202, media_type="application/json")
     job = svc.store.get(job.id)
+    # Files first: should the storage be down (503), the record stays and a second DELETE finishes the work.
+    svc.store.remove_files(job.id)
     svc.store.delete(job)
-    remove_job_files(svc.store.job_dir(job.id))
     return Response(status_code=204)

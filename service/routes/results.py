@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from models import package
@@ -15,9 +16,11 @@ from models.card import ModelCard
 from service import layers, preview
 from service.deps import JobDep, ServicesDep
 from service.layers import check_layer
+from service.objects import stored_response
 from service.schemas import ERROR_RESPONSES
 from service.tiles import render_tile
 from spikescan.errors import NotFound
+from workers import sources
 from workers.jobs import OUTPUTS, Job, JobStore
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"], responses=ERROR_RESPONSES)
@@ -38,25 +41,43 @@ LAYER_HELP = "classes (default), scene (the source imagery, context for the resu
 CLASS_HELP = "layer=scores: one class's score (default: the card's target classes summed)"
 
 
-def finished_output(store: JobStore, job: Job, name: str) -> str:
+def finished_key(store: JobStore, job: Job, name: str) -> str:
+    """The storage key of one of a finished job's result files, or a 404 naming what is wrong."""
     if name not in MEDIA:
         raise NotFound(f"no result file {name!r}: a job's results are {', '.join(OUTPUTS)}")
     if job.status != "done":
         raise NotFound(f"job {job.id} has no results yet (status {job.status})")
-    path = store.out_dir(job.id) / name
-    if not path.is_file():
+    key = store.out_key(job.id, name)
+    if store.objects.size(key) is None:
         raise NotFound(f"job {job.id}: {name} is missing from its results")
-    return str(path)
+    return key
+
+
+def _read_stored(store: JobStore, key: str, render: Callable[..., bytes], *args: object) -> bytes:
+    """``render(path, *args)`` on a stored raster: a local path, or /vsis3/ with the AWS_* environment."""
+    source = sources.resolve(store.objects.ref(key))
+    with source.env():  # GDAL's options are per thread: set in the thread that reads
+        return render(source.gdal_path, *args)
+
+
+def _scene_tile(job: Job, card: ModelCard, z: int, x: int, y: int) -> bytes:
+    if not job.scene.startswith("s3://"):
+        return layers.scene_tile(Path(job.scene), card, job.bands, z, x, y)
+    source = sources.resolve(job.scene)  # an upload in a bucket, or an s3:// job: /vsis3/ with AWS_*
+    with source.env():
+        return layers.scene_tile(source.gdal_path, card, job.bands, z, x, y)
 
 
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
-def result(name: str, job: JobDep, svc: ServicesDep) -> FileResponse:
+def result(name: str, job: JobDep, svc: ServicesDep, request: Request) -> Response:
     """One of the job's result files (HTTP Range honoured); an unknown name is a 404."""
-    return FileResponse(
-        finished_output(svc.store, job, name),
+    return stored_response(
+        svc.store.objects,
+        finished_key(svc.store, job, name),
         media_type=MEDIA[name],
         filename=name,
-        content_disposition_type="inline",
+        range_header=request.headers.get("range"),
+        head=request.method == "HEAD",
     )
 
 
@@ -78,16 +99,18 @@ async def tile(
     check_layer(layer)
     card = model_card(job.model, job.model_id, svc.settings.models_dir)
     if layer == "scene":
-        png = await anyio.to_thread.run_sync(layers.scene_tile, Path(job.scene), card, job.bands, z, x, y)
+        png = await anyio.to_thread.run_sync(_scene_tile, job, card, z, x, y)
     elif layer == "scores":
-        path = Path(finished_output(svc.store, job, "scores.tif"))
-        png = await anyio.to_thread.run_sync(layers.scores_tile, path, card, klass, z, x, y)
+        key = finished_key(svc.store, job, "scores.tif")
+        png = await anyio.to_thread.run_sync(
+            _read_stored, svc.store, key, layers.scores_tile, card, klass, z, x, y
+        )
     elif job.status in PREVIEWABLE:
         png = await anyio.to_thread.run_sync(preview.partial_tile, svc.store, job, card, z, x, y)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
     else:
-        path = Path(finished_output(svc.store, job, "classes.tif"))
-        png = await anyio.to_thread.run_sync(render_tile, path, z, x, y)
+        key = finished_key(svc.store, job, "classes.tif")
+        png = await anyio.to_thread.run_sync(_read_stored, svc.store, key, render_tile, z, x, y)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from service.deps import ServicesDep
@@ -33,9 +33,9 @@ SignedJob = Annotated[Job, Depends(signed_job)]
 
 
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
-def signed_result(name: str, job: SignedJob, svc: ServicesDep) -> FileResponse:
+def signed_result(name: str, job: SignedJob, svc: ServicesDep, request: Request) -> Response:
     """A result file, as ``GET /v1/jobs/{id}/results/{name}``, authorised by the URL's signature."""
-    return results.result(name=name, job=job, svc=svc)
+    return results.result(name=name, job=job, svc=svc, request=request)
 
 
 @router.get(

@@ -25,6 +25,9 @@ from workers import pipeline
 from workers.redis_server import RedisServer
 
 KEYS = ("key-alpha", "key-bravo")
+# Private data dirs in mount namespaces of their own (``unshare --mount``) need root; elsewhere they are
+# plain separate directories.
+NAMESPACES = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def free_port() -> int:
@@ -34,10 +37,13 @@ def free_port() -> int:
 
 
 class Stack:
-    """Redis + API + workers sharing one data dir; ``env`` is what every process gets."""
+    """Redis + API + workers sharing one data dir; ``env`` is what every process gets. ``private_dirs``: each
+    process gets a data dir of its own instead (``data_dir_of``), as hosts that share only Redis and the
+    object store (``SPIKESCAN_STORAGE_URL``)."""
 
-    def __init__(self, root: Path, models_dir: Path, **env: str) -> None:
+    def __init__(self, root: Path, models_dir: Path, private_dirs: bool = False, **env: str) -> None:
         self.root = root
+        self.private_dirs = private_dirs
         self.data_dir = root / "data"
         self.inputs = root / "inputs"
         self.inputs.mkdir(parents=True, exist_ok=True)
@@ -67,15 +73,34 @@ class Stack:
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
+        env = {**self.env, "SPIKESCAN_DATA_DIR": str(self.data_dir_of(name))}
+        command = [sys.executable, "-m", "spikescan.cli", *args]
+        if self.private_dirs and NAMESPACES:
+            # Its own mount namespace with a fresh tmpfs over private/: the process sees its own data dir and
+            # nobody else's, as a separate host would (no shared folder to lean on by accident).
+            mount = 'mount -t tmpfs -o size=512m tmpfs "$1" && mkdir -p "$2" && shift 2 && exec "$@"'
+            private = self.root / "private"
+            private.mkdir(exist_ok=True)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh",
+                       str(private), str(self.data_dir_of(name)), *command]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "spikescan.cli", *args],
-            env=self.env,
+            command,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         self.procs[name] = proc
         return proc
+
+    def data_dir_of(self, name: str) -> Path:
+        return self.root / "private" / name / "data" if self.private_dirs else self.data_dir
+
+    def seen_by(self, name: str, path: Path) -> Path:
+        """``path`` as process ``name`` sees it (through /proc/<pid>/root when it has its own namespace)."""
+        if self.private_dirs and NAMESPACES:
+            return Path(f"/proc/{self.procs[name].pid}/root") / path.relative_to("/")
+        return path
 
     def worker(self, name: str, role: str) -> subprocess.Popen[bytes]:
         return self.spawn(name, "worker", "--role", role)
@@ -165,8 +190,8 @@ def new_stack(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Stack]
     """A private stack for one test (extra SPIKESCAN_* variables as keyword arguments), stopped afterwards."""
     made: list[Stack] = []
 
-    def make(**env: str) -> Stack:
-        made.append(Stack(tmp_path / f"stack{len(made)}", models_dir, **env))
+    def make(private_dirs: bool = False, **env: str) -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}", models_dir, private_dirs, **env))
         return made[-1]
 
     yield make
