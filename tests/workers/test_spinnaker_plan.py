@@ -104,3 +104,34 @@ def test_core_events_are_synapses_of_neurons_that_fired() -> None:
             for pre in proj.rows[:, 0].astype(int):  # one event per synapse whose pre-neuron fired
                 want += spikes[proj.pre][:, pre]
     np.testing.assert_array_equal(got, want)
+
+
+def test_board_stand_in_rounds_what_spynnaker_holds(tmp_path: Path) -> None:
+    """models/board.py against sPyNNaker's own build: a package grid (2**-12) finer than the steps the
+    board picks for these weights (2**-11 .. 2**-9), so the board rounds; the one-hot first layer is
+    rounded on its cumulative weights, which per-level rounding would not reproduce."""
+    import numpy as np
+
+    from models import board, package
+    from models.network import layer_shapes
+    from spikescan.config import Settings
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.spinnaker.board_weights import read_back
+
+    small = _package(CONV, 10, 2, 0)
+    rng = np.random.default_rng(7)
+    card = small.card.model_copy(update={"fixed_point": small.card.fixed_point.model_copy(
+        update={"weight_step": 2.0**-12})})
+    weights = {k: rng.integers(-20000, 20001, v.shape).astype(np.int32) for k, v in small.weights.items()}
+    pkg = package.save(card, weights, tmp_path / "pkg")
+    steps = board.board_steps(pkg)
+    assert min(s for pair in steps.values() for s in pair) > 2.0**-12, steps  # the board rounds
+    held = read_back(pkg, Settings(data_dir=tmp_path / "data"))
+    ours = board.board_weights(pkg)
+    first = f"{layer_shapes(card)[0].layer.name}.w"
+    exc, inh = steps[first.split(".")[0]]
+    per_level = board._rounded(weights[first].astype(float), (exc / 2.0**-12, inh / 2.0**-12))
+    assert not np.array_equal(ours[first], per_level)  # cumulative rounding is not per-level rounding
+    for key, value in held.items():
+        np.testing.assert_array_equal(ours[key] * 2.0**-12, value, err_msg=key)
+    assert any(not np.array_equal(ours[k], weights[k]) for k in weights)
