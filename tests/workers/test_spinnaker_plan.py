@@ -34,6 +34,12 @@ def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
     assert mapping["next_fails"] and mapping["next_failure"] == "placement", mapping
     assert mapping["agrees"] is True
     assert mapping["application_cores"] == plan["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
+    # Shared input: 2 x 2 blocks of copies with one input population each, placed and routed by sPyNNaker.
+    shared = plan["shared_input"]
+    assert shared["mapping"]["agrees"] is True, shared["mapping"]
+    assert shared["mapping"]["copies_placed"] == shared["copies"] >= plan["copies"]
+    assert shared["mapping"]["next_failure"] == "placement"
+    assert shared["mapping"]["application_cores"] == shared["application_cores"]
     # The user's home was never touched: sPyNNaker's config lives in the project's workspace.
     assert not (tmp_path / "user-home" / ".spynnaker.cfg").exists()
     assert (tmp_path / "spinnaker" / "home" / ".spynnaker.cfg").is_file()
@@ -83,7 +89,28 @@ def test_plan_projection_is_under_every_bound_it_counts(model: str) -> None:
     assert p.energy_per_patch_j > 0 and p.energy_per_km2_j > 0
     shared = p.shared_input or {}
     assert shared["host_link_bytes_per_km2"] < p.host_link_bytes_per_km2
-    assert shared["projected_patches_per_s"] <= p.compute_patches_per_s
+    assert shared["input_share_limit"] <= shared["input_share_per_copy"] < 1
+    assert shared["copies"] >= p.copies and shared["application_cores"] <= p.application_cores
+    assert shared["projected_patches_per_s"] <= min(shared["compute_patches_per_s"],
+                                                    shared["host_link_patches_per_s"])
+
+
+def test_shared_block_windows_are_each_copys_patch() -> None:
+    """Each copy's re-indexed first-layer rows read exactly its own patch out of its block's input."""
+    import numpy as np
+
+    from models.pynn_net import describe
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.spinnaker.shared_input import block_for
+
+    net = describe(_package(CONV, 10, 2, 0))
+    block = block_for(net, 10, 2)
+    assert block.shape == (15, 15, 6) and block.copies == 4
+    scene = np.random.default_rng(0).random(block.shape)  # one value per block input neuron
+    for slot in range(4):
+        dy, dx = block.origin(slot)
+        patch = scene[dy : dy + 10, dx : dx + 10].reshape(-1)
+        np.testing.assert_array_equal(scene.reshape(-1)[block.remap(np.arange(patch.size), slot)], patch)
 
 
 def test_core_events_are_synapses_of_neurons_that_fired() -> None:
