@@ -125,9 +125,13 @@ def build(
             if not spec.is_source and (record_all or spec.name == net.output):
                 pop.record("spikes")
             pops[spec.name].append(pop)
+    shared = (
+        {} if shared_block is None
+        else _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+    )
     projections = [
-        _project(sim, net, proj, copies, pops, negative_inhibitory, connect, shared_block)
-        for proj in net.projections
+        shared[i] if i in shared else _project(sim, net, proj, copies, pops, negative_inhibitory, connect)
+        for i, proj in enumerate(net.projections)
     ]
     return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block)
 
@@ -136,28 +140,54 @@ SHARED_INPUT = "input.shared"
 
 
 def _project(sim: ModuleType, net: NetworkDescription, proj: Any, copies: int, pops: dict[str, list[Any]],
-             negative_inhibitory: bool, connect: Connect, shared_block: Any) -> list[Any]:
-    """One description projection for every copy (from the copy's own input, or its block's shared one)."""
+             negative_inhibitory: bool, connect: Connect) -> list[Any]:
+    """One description projection for every copy."""
+    table = _table(proj, negative_inhibitory)
+    receptor = "excitatory" if proj.excitatory else "inhibitory"
+    return [
+        connect(sim, pops[proj.pre][0 if proj.pre == CLOCK else k], pops[proj.post][k], table, receptor)
+        for k in range(copies)
+    ]
+
+
+def _table(proj: Any, negative_inhibitory: bool) -> np.ndarray:
+    """(pre, post, weight, delay) rows: an array goes to the simulator without a Python tuple per synapse."""
     rows = proj.rows.copy()
     if not proj.excitatory and negative_inhibitory:
         rows[:, 2] = -rows[:, 2]
-    # An array (pre, post, weight, delay) goes to the simulator without a Python tuple per synapse.
-    table = np.column_stack([rows, np.ones(len(rows))])
-    receptor = "excitatory" if proj.excitatory else "inhibitory"
-    chunk = next((p for p in input_populations(net) if p.name == proj.pre), None)
-    per_copy = []
-    for k in range(copies):
-        if shared_block is not None and chunk is not None:
-            # The copy's window of its block: remapping keeps rows sorted by pre (it is monotonic).
-            shared = table.copy()
-            pre_index = rows[:, 0].astype(np.int64) + chunk.offset
-            shared[:, 0] = shared_block.remap(pre_index, k % shared_block.copies)
-            block_pop = pops[SHARED_INPUT][k // shared_block.copies]
-            per_copy.append(connect(sim, block_pop, pops[proj.post][k], shared, receptor))
-            continue
-        pre = pops[proj.pre][0 if proj.pre == CLOCK else k]
-        per_copy.append(connect(sim, pre, pops[proj.post][k], table, receptor))
-    return per_copy
+    return np.column_stack([rows, np.ones(len(rows))])
+
+
+def _project_shared(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
+                    negative_inhibitory: bool, connect: Connect, block: Any) -> dict[int, list[Any]]:
+    """The input projections when blocks share input: per copy, post layer and receptor ONE projection from
+    the block's population, all input chunks' rows re-indexed into the copy's window and merged. (One per
+    chunk, as the description has them, made sPyNNaker size each first-layer core's synaptic matrix once per
+    projection: 21 MB per trees conv1 core, unplaceable.) Returns, per description projection index, the
+    merged per-copy projections it went into."""
+    chunks = {p.name: p for p in input_populations(net)}
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, proj in enumerate(net.projections):
+        if proj.pre in chunks:
+            groups.setdefault((proj.post, proj.excitatory), []).append(i)
+    out: dict[int, list[Any]] = {}
+    for (post, excitatory), members in groups.items():
+        receptor = "excitatory" if excitatory else "inhibitory"
+        per_copy = []
+        for k in range(copies):
+            parts = []
+            for i in members:
+                table = _table(net.projections[i], negative_inhibitory)
+                offset = chunks[net.projections[i].pre].offset
+                table[:, 0] = block.remap(table[:, 0].astype(np.int64) + offset, k % block.copies)
+                parts.append(table)
+            merged = np.concatenate(parts)
+            merged = merged[np.lexsort((merged[:, 1], merged[:, 0]))]  # sPyNNaker wants (pre, post) order
+            source = pops[SHARED_INPUT][k // block.copies]
+            per_copy.append(connect(sim, source, pops[post][k], merged, receptor))
+        for i in members:
+            out[i] = per_copy
+    return out
 
 
 def _shared_sources(sim: ModuleType, net: NetworkDescription, copies: int, block: Any,
