@@ -113,7 +113,7 @@ class Int8Runner:
         spikes = np.empty((self.batch * cy * cx, len(self.owner)), np.uint8)
         t0 = time.perf_counter()
         for lo, out in zip(range(0, n, self.batch), outs, strict=True):
-            self._count(out, per_layer[lo : lo + self.batch], None)
+            self._count(x[lo : lo + self.batch], out, per_layer[lo : lo + self.batch], None)
             last = out[-1].reshape(-1, out[-1].shape[-1])
             rows = slice(0, len(last))
             self.decoder(last, counts[rows], scores[rows], spikes[rows])
@@ -131,9 +131,10 @@ class Int8Runner:
         def batch(lo: int) -> list[list[np.ndarray]] | None:
             """One batch, start to end, into its own rows of the outputs."""
             hi = min(lo + self.batch, n)
-            outs = self.net.run(inputs_of(lo, hi, per_layer[lo:hi, 0]))
+            x = inputs_of(lo, hi, per_layer[lo:hi, 0])
+            outs = self.net.run(x)
             kept: list[list[np.ndarray]] | None = [[] for _ in self.shapes] if keep_layers else None
-            self._count(outs, per_layer[lo:hi], kept)
+            self._count(x, outs, per_layer[lo:hi], kept)
             rows = slice(lo * cells, hi * cells)
             self.decoder(outs[-1].reshape((hi - lo) * cells, -1), counts[rows], scores[rows], spikes[rows])
             return kept
@@ -152,14 +153,21 @@ class Int8Runner:
         )
 
     def _count(
-        self, outs: list[np.ndarray], per_layer: np.ndarray, kept: list[list[np.ndarray]] | None
+        self,
+        x: np.ndarray,
+        outs: list[np.ndarray],
+        per_layer: np.ndarray,
+        kept: list[list[np.ndarray]] | None,
     ) -> None:
         """Spikes per patch of every layer (flatten adds none: its neurons are the previous layer's), and
-        each layer's spikes as 0/1 in the card's shape when ``kept`` collects them."""
+        each layer's spikes as 0/1 in the card's shape when ``kept`` collects them. ``x`` is the batch's
+        input spikes: what a flatten in first place renames."""
         for j, ls in enumerate(self.shapes):
             if ls.layer.kind == "flatten":
                 if kept is not None:
-                    kept[j].append(kept[j - 1][-1].reshape(len(per_layer), -1))
+                    # A copy: the pixel path's input is a buffer the next batch overwrites.
+                    before = kept[j - 1][-1] if j > 0 else x.copy()
+                    kept[j].append(before.reshape(len(per_layer), -1))
                 continue
             y = outs[self._node[ls.layer.name]]
             int8_codec.fired_per_patch(y.reshape(len(y), -1), per_layer[:, 1 + j])

@@ -284,6 +284,12 @@ def evaluate(card: ModelCard, scenes: list[datasets.Scene], predict: ScorePredic
     return tasks.for_card(card).score_cells(np.concatenate(truth), np.concatenate(pred))
 
 
+def board_agreement(pkg: ModelPackage, pixels: np.ndarray) -> dict[str, object]:
+    """Class agreement of the board's weights (``models.board``, sPyNNaker's rule) with the package's."""
+    return {"value": board.class_agreement(pkg, pixels), "coarsest_board_step": board.coarsest_step(pkg),
+            "rule": board.RULE, "patches": len(pixels)}
+
+
 def measure(pkg: ModelPackage, prepared: datasets.Prepared, recipe: dict) -> dict[str, object]:
     """Everything the card reports about the exported package, measured on held-out imagery."""
     card = pkg.card
@@ -295,9 +301,7 @@ def measure(pkg: ModelPackage, prepared: datasets.Prepared, recipe: dict) -> dic
         "spiking": spiking,
         "headline": headline(card, spiking),
         "emulator_keras_agreement": agreement,
-        "board_class_agreement": {"value": board.class_agreement(pkg, pixels),
-                                  "coarsest_board_step": board.coarsest_step(pkg), "rule": board.RULE,
-                                  "patches": len(pixels)},
+        "board_class_agreement": board_agreement(pkg, pixels),
         "spikes_per_patch": dict(zip(names, run.spikes_per_layer.mean(axis=0).round(1).tolist(),
                                      strict=True)),
         "neurons_per_copy": neurons_per_copy(card),

@@ -14,7 +14,7 @@ from models.emulator import Emulator, softmax
 from models.encoding import encode
 from models.int8_codec import Thermometer
 from models.network import layer_shapes, weight_shape
-from tests.models.test_pynn_net import CONV, DENSE, _package
+from tests.models.test_pynn_net import CONV, DENSE, FLAT, _package
 
 
 def _pixels(n: int, patch: int, bands: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +34,8 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
         np.testing.assert_array_equal(x, y, err_msg=f"layer {i}")
 
 
-@pytest.mark.parametrize("layers,patch,stride", [(CONV, 10, 2), (DENSE, 8, 8)])
+# FLAT starts with flatten: its kept spikes are the input's (it once raised IndexError in _count).
+@pytest.mark.parametrize("layers,patch,stride", [(CONV, 10, 2), (DENSE, 8, 8), (FLAT, 4, 4)])
 @pytest.mark.parametrize("seed,n", [(0, 200), (1, 67)])  # 67: a batch that is not a multiple of 64
 def test_int8_path_spikes_exactly_as_the_emulator_kernels(layers, patch, stride, seed, n) -> None:  # type: ignore[no-untyped-def]
     pkg = _package(layers, patch, stride, seed)

@@ -100,9 +100,7 @@ def test_description_matches_emulator_on_every_layer(layers, patch, stride, seed
     pkg = _package(layers, patch, stride, seed)
     rng = np.random.default_rng(100 + seed)
     pixels = rng.uniform(0, 220, (64, patch, patch, 2)).astype(np.float32)
-    # The int8 path cannot yet keep the layers of a network that starts with flatten (IndexError in
-    # int8_runner._count); the emulator's own kernels compute the same spikes.
-    emulated = Emulator(pkg, int8=layers is not FLAT).run(pixels, keep_layers=True)
+    emulated = Emulator(pkg).run(pixels, keep_layers=True)
     net = describe(pkg, input_chunk=chunk, onehot=onehot)
     assert net.onehot_levels == (3 if onehot else 0)
     assert len(input_populations(net)) == -(-patch * patch * 6 // chunk)

@@ -112,9 +112,39 @@ def test_bench_refuses_a_missing_extra_in_one_line(monkeypatch: pytest.MonkeyPat
 
 
 def test_bench_spinnaker_quick_json() -> None:
-    """The SpiNNaker projection table runs from the installed modules (it once imported a renamed helper)."""
+    """The energy table's figures hang together: the projection under both bounds, the floor under the
+    board (bytes and joules), each J/km² the stated watts over the measured rate, the verdict the ratio."""
+    from workers.bench import table
+    from workers.spinnaker import energy, link
+
     cmd = [sys.executable, "-m", "spikescan.cli", "bench", "spinnaker", "--quick", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)["spinnaker"]["models"]
-    assert rows and all(r["copies_per_board"] >= 1 and r["spinnaker_patches_per_s"] > 0 for r in rows)
+    result = json.loads(done.stdout)["spinnaker"]
+    bases = result["cpu_power_bases"]
+    assert set(bases) == {"tdp_share", "server_wall"}
+    assert all(b["source"] and b["watts_per_core"] > 0 for b in bases.values())
+    assert bases["server_wall"]["watts_per_core"] > bases["tdp_share"]["watts_per_core"]
+    rows = result["models"]
+    assert {r["model"] for r in rows} == {p.name for p in model_package.available()}
+    text = table.spinnaker(result)
+    for r in rows:
+        board, cpu, floor = r["board"], r["cpu"], r["floor"]
+        assert board["copies_per_board"] >= 1 and board["patches_per_s"] > 0
+        assert board["patches_per_s"] <= min(board["compute_patches_per_s"], board["host_link_patches_per_s"])
+        # The floor: the model's own pixels once over the link, under what the board sends, idle meanwhile.
+        raw = 1e6 / floor["gsd_m"] ** 2 * floor["bands"] * floor["bytes_per_sample"]
+        assert floor["raw_bytes_per_km2"] == pytest.approx(raw)
+        assert floor["level_code_bytes_per_km2"] < raw <= board["host_link_bytes_per_km2"]
+        assert floor["j_per_km2_estimate"] == pytest.approx(
+            energy.BOARD_IDLE_W * floor["raw_bytes_per_km2"] / link.LINK_BYTES_PER_S, rel=1e-6
+        )
+        assert floor["j_per_km2_estimate"] <= board["j_per_km2_estimate"]
+        for name, basis in bases.items():
+            watts = basis["watts_per_core"] * cpu["threads"]
+            expected = watts / cpu["emulator_patches_per_s"] / r["km2_per_patch"]
+            assert cpu["j_per_km2_estimate"][name] == pytest.approx(expected, rel=2e-3)
+            ratio = board["j_per_km2_estimate"] / cpu["j_per_km2_estimate"][name]
+            assert r["board_over_cpu"][name] == pytest.approx(ratio)
+        verdict = next(line for line in text.splitlines() if line.startswith(f"  {r['model']}:"))
+        assert ("LOSES" in verdict) == any(v > 1 for v in r["board_over_cpu"].values()), verdict

@@ -56,6 +56,7 @@ class TiledNetwork:
     # projections[i][k]: copy k's projection for net.projections[i].
     projections: list[list[Any]]
     t0: float = 0.0  # first input timestep of the current batch
+    shared_block: Any = None  # workers.spinnaker.shared_input.Block when blocks of copies share input
 
 
 Connect = Callable[[ModuleType, Any, Any, np.ndarray, str], Any]
@@ -76,6 +77,7 @@ def build(
     record_all: bool = True,
     connect: Connect = pynn_connect,
     exact_weight_bounds: bool = False,
+    shared_block: Any = None,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -84,12 +86,19 @@ def build(
     ``exact_weight_bounds`` (sPyNNaker): give each population the exact largest input sum, from which
     sPyNNaker picks its fixed-point weight step; its own estimate from assumed firing rates came out too
     coarse for first layers with many sources (half of one layer's weights off by a step).
+    ``shared_block`` (a ``workers.spinnaker.shared_input.Block``): one input population per block of
+    neighbouring copies instead of one per copy; each copy's first layer reads its window of it. Mapping
+    only: ``run_patches`` does not inject into it yet.
     """
     pops: dict[str, list[Any]] = {}
     per_core = {
         p.name: atoms_per_core(net, p.name, NEURONS_PER_CORE) for p in net.populations if not p.is_source
     }
+    if shared_block is not None:
+        _shared_sources(sim, net, copies, shared_block, pops)
     for spec in net.populations:
+        if shared_block is not None and spec.is_source and spec.name != CLOCK:
+            continue  # the blocks' shared populations stand in for every copy's own input
         if spec.name == CLOCK:
             pops[CLOCK] = [sim.Population(1, sim.SpikeSourceArray(spike_times=[]), label=CLOCK)]
             continue
@@ -116,20 +125,80 @@ def build(
             if not spec.is_source and (record_all or spec.name == net.output):
                 pop.record("spikes")
             pops[spec.name].append(pop)
-    projections = []
-    for proj in net.projections:
-        rows = proj.rows.copy()
-        if not proj.excitatory and negative_inhibitory:
-            rows[:, 2] = -rows[:, 2]
-        # An array (pre, post, weight, delay) goes to the simulator without a Python tuple per synapse.
-        table = np.column_stack([rows, np.ones(len(rows))])
-        receptor = "excitatory" if proj.excitatory else "inhibitory"
+    shared = (
+        {} if shared_block is None
+        else _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+    )
+    projections = [
+        shared[i] if i in shared else _project(sim, net, proj, copies, pops, negative_inhibitory, connect)
+        for i, proj in enumerate(net.projections)
+    ]
+    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block)
+
+
+SHARED_INPUT = "input.shared"
+
+
+def _project(sim: ModuleType, net: NetworkDescription, proj: Any, copies: int, pops: dict[str, list[Any]],
+             negative_inhibitory: bool, connect: Connect) -> list[Any]:
+    """One description projection for every copy."""
+    table = _table(proj, negative_inhibitory)
+    receptor = "excitatory" if proj.excitatory else "inhibitory"
+    return [
+        connect(sim, pops[proj.pre][0 if proj.pre == CLOCK else k], pops[proj.post][k], table, receptor)
+        for k in range(copies)
+    ]
+
+
+def _table(proj: Any, negative_inhibitory: bool) -> np.ndarray:
+    """(pre, post, weight, delay) rows: an array goes to the simulator without a Python tuple per synapse."""
+    rows = proj.rows.copy()
+    if not proj.excitatory and negative_inhibitory:
+        rows[:, 2] = -rows[:, 2]
+    return np.column_stack([rows, np.ones(len(rows))])
+
+
+def _project_shared(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
+                    negative_inhibitory: bool, connect: Connect, block: Any) -> dict[int, list[Any]]:
+    """The input projections when blocks share input: per copy, post layer and receptor ONE projection from
+    the block's population, all input chunks' rows re-indexed into the copy's window and merged. (One per
+    chunk, as the description has them, made sPyNNaker size each first-layer core's synaptic matrix once per
+    projection: 21 MB per trees conv1 core, unplaceable.) Returns, per description projection index, the
+    merged per-copy projections it went into."""
+    chunks = {p.name: p for p in input_populations(net)}
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, proj in enumerate(net.projections):
+        if proj.pre in chunks:
+            groups.setdefault((proj.post, proj.excitatory), []).append(i)
+    out: dict[int, list[Any]] = {}
+    for (post, excitatory), members in groups.items():
+        receptor = "excitatory" if excitatory else "inhibitory"
         per_copy = []
         for k in range(copies):
-            pre = pops[proj.pre][0 if proj.pre == CLOCK else k]
-            per_copy.append(connect(sim, pre, pops[proj.post][k], table, receptor))
-        projections.append(per_copy)
-    return TiledNetwork(sim, net, copies, pops, projections)
+            parts = []
+            for i in members:
+                table = _table(net.projections[i], negative_inhibitory)
+                offset = chunks[net.projections[i].pre].offset
+                table[:, 0] = block.remap(table[:, 0].astype(np.int64) + offset, k % block.copies)
+                parts.append(table)
+            merged = np.concatenate(parts)
+            merged = merged[np.lexsort((merged[:, 1], merged[:, 0]))]  # sPyNNaker wants (pre, post) order
+            source = pops[SHARED_INPUT][k // block.copies]
+            per_copy.append(connect(sim, source, pops[post][k], merged, receptor))
+        for i in members:
+            out[i] = per_copy
+    return out
+
+
+def _shared_sources(sim: ModuleType, net: NetworkDescription, copies: int, block: Any,
+                    pops: dict[str, list[Any]]) -> None:
+    """One spike-source population per block of copies, split into input-sized cores like a copy's own."""
+    pops[SHARED_INPUT] = []
+    for b in range(-(-copies // block.copies)):
+        pop = sim.Population(block.size, sim.SpikeSourceArray(spike_times=[]), label=f"{SHARED_INPUT}#{b}")
+        if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+            pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+        pops[SHARED_INPUT].append(pop)
 
 
 def input_schedule(
@@ -151,6 +220,8 @@ def input_schedule(
 
 def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
     """Run ``spikes`` [N, input size] through the copies; each listed layer's spikes as [N, layer size]."""
+    if tiled.shared_block is not None:
+        raise NotImplementedError("shared block input is mapped, not yet injected: build without it to run")
     sim = tiled.sim
     # Batches follow each other in simulated time (NEST cannot reset). NEST drops spike-generator times less
     # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.

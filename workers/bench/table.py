@@ -99,28 +99,55 @@ def service(r: dict[str, Any]) -> str:
     return "\n".join([grid(head, rows), note])
 
 
+def _sig(x: float) -> str:
+    """Three significant figures: the table spans J/km² from 0.01 to 10,000."""
+    return f"{x:,.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
 def spinnaker(r: dict[str, Any]) -> str:
-    rows = [
-        [
-            m["model"],
-            m["copies_per_board"],
-            m["spinnaker_patches_per_s"],
-            m["spinnaker_j_per_km2_estimate"],
-            m["emulator_patches_per_s"],
-            m["cpu_j_per_km2_estimate"],
-        ]
-        for m in r["models"]
-    ]
+    bases = list(r["cpu_power_bases"])
+    rows = []
+    for m in r["models"]:
+        b, c, f = m["board"], m["cpu"], m["floor"]
+        rows.append(
+            [
+                m["model"],
+                f"{b['patches_per_s']} ({b['bottleneck'].split(' ')[0]})",
+                _sig(b["j_per_km2_estimate"]),
+                c["emulator_patches_per_s"],
+                *(_sig(c["j_per_km2_estimate"][k]) for k in bases),
+                *(f"{m['board_over_cpu'][k]:,.3g}x" for k in bases),
+                f"{_sig(f['raw_bytes_per_km2'] / 1e3)} kB, {_sig(f['j_per_km2_estimate'])} J",
+            ]
+        )
     head = [
         "model",
-        "copies/board",
-        "SpiNNaker p/s",
-        "SpiNNaker J/km² (est)",
-        "emulator p/s",
-        "CPU J/km² (est)",
+        "board p/s (bound)",
+        "board J/km²",
+        "CPU p/s (here)",
+        *(f"CPU J/km² {k}" for k in bases),
+        *(f"board/CPU {k}" for k in bases),
+        "floor: raw bytes/km², J/km²",
     ]
-    note = f"  CPU power assumed {r['cpu_watts_assumed']:.2f} W: {r['cpu_power_source']}"
-    return "\n".join([grid(head, rows), note])
+    bases_used = r["cpu_power_bases"].items()
+    notes = [f"  CPU {k}: {v['watts_per_core']} W/core: {v['source']}" for k, v in bases_used]
+    notes.append(f"  board: {r['board_power']}")
+    notes.append(
+        "  floor: each km²'s raw pixel bytes once over the 100 Mb/s host link, board idle meanwhile; "
+        "no network change beats it. All J/km² are estimates; board/CPU > 1: the board needs more energy."
+    )
+    verdicts = []
+    for m in r["models"]:
+        worse = [k for k in bases if m["board_over_cpu"][k] > 1]
+        if worse:
+            verdicts.append(
+                f"  {m['model']}: the board LOSES to one CPU core by "
+                + ", ".join(f"{m['board_over_cpu'][k]:,.3g}x ({k})" for k in worse)
+                + f"; its floor alone is {m['floor_over_cpu'][bases[0]]:,.3g}x the CPU ({bases[0]})"
+            )
+        else:
+            verdicts.append(f"  {m['model']}: the board needs less energy per km² than one CPU core")
+    return "\n".join([grid(head, rows), *notes, *verdicts])
 
 
 RENDER = {"emulator": emulator, "pipeline": pipeline, "service": service, "spinnaker": spinnaker}
@@ -128,7 +155,7 @@ TITLES = {
     "emulator": "1. Emulator vs float Keras/TensorFlow (same patches, encoder and threads; interleaved)",
     "pipeline": "2. Pipeline vs its limits (trees-rgb)",
     "service": "3. Service (Redis) vs in-process",
-    "spinnaker": "4. SpiNNaker projection (1 SpiNN-5 board) vs CPU emulator",
+    "spinnaker": "4. SpiNNaker projection (1 SpiNN-5 board) vs CPU emulator, energy per km² and its floor",
 }
 
 

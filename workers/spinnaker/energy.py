@@ -29,3 +29,9 @@ def joules_per_patch(boards: int, active_cores: int, patches_per_s: float, packe
 def km2_per_patch(patch_size: int, gsd_m: float) -> float:
     """Area each patch adds at the default half-patch chip stride."""
     return (patch_size // 2 * gsd_m) ** 2 / 1e6
+
+
+def floor_joules_per_km2(link_bytes_per_km2: float, link_bytes_per_s: float, boards: int = 1) -> float:
+    """The least energy per km² of any network on the board: the board cannot be off while the km²'s bytes
+    cross its host link, so at least its idle power for that long (every core and packet extra)."""
+    return BOARD_IDLE_W * boards * link_bytes_per_km2 / link_bytes_per_s

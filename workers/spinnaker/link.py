@@ -47,3 +47,15 @@ def recorded_bytes_per_step(neurons: int, atoms_per_core: int) -> float:
     cores = math.ceil(neurons / atoms_per_core)
     raw = sum(4 + 4 * math.ceil(min(atoms_per_core, neurons - c * atoms_per_core) / 32) for c in range(cores))
     return raw * (MESSAGE_MAX_BYTES + WIRE_OVERHEAD_BYTES) / MESSAGE_MAX_BYTES
+
+
+def raw_pixel_bytes_per_km2(gsd_m: float, bands: int, bytes_per_sample: int) -> float:
+    """Payload bytes of one km² of pixels sent once (no framing): what any network on the board must at
+    least receive over the host link, whatever its input code, unless the host itself compresses."""
+    return 1e6 / gsd_m**2 * bands * bytes_per_sample
+
+
+def level_code_bytes_per_km2(gsd_m: float, bands: int, levels: int) -> float:
+    """The same pixels as the model sees them: one of ``levels + 1`` input levels per pixel-band, packed
+    at log2(levels + 1) bits. A lower bound for a host that sends levels instead of pixels."""
+    return 1e6 / gsd_m**2 * bands * math.log2(levels + 1) / 8

@@ -79,23 +79,28 @@ def classify(exc: BaseException) -> str:
     return "toolchain"
 
 
-def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None) -> dict[str, Any]:
+def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None,
+        shared_side: int = 0) -> dict[str, Any]:
     from models import package
     from models.pynn_net import describe
     from workers.backends.pynn_build import build
+    from workers.spinnaker.shared_input import block_for
 
     pkg = package.load(model)
+    net = describe(pkg)
+    block = block_for(net, pkg.card.patch_size, shared_side) if shared_side > 1 else None
     sim = _simulator()
     started = time.perf_counter()
     sim.setup(timestep=1.0, n_boards_required=boards)
     try:
         tiled = build(
             sim,
-            describe(pkg),
+            net,
             copies,
             negative_inhibitory=False,
             record_all=mode == "inject",
             exact_weight_bounds=True,
+            shared_block=block,
         )
         injected: dict[str, Any] = {}
         if mode == "map":
@@ -109,6 +114,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "ok": True,
             "copies": copies,
             "boards": boards,
+            "shared_block_side": shared_side,
             "cores_by_population": per_pop,
             "application_cores": sum(per_pop.values()),
             "system_cores": system,
@@ -171,9 +177,10 @@ def main() -> None:
     parser.add_argument("--boards", type=int, default=1)
     parser.add_argument("--mode", choices=["map", "weights", "inject"], default="map")
     parser.add_argument("--weights-out", default=None, help="npz for the board's weights (--mode weights)")
+    parser.add_argument("--shared-block", type=int, default=0, help="copies per side sharing one input")
     args = parser.parse_args()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out)
+        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out, args.shared_block)
     print(json.dumps(result))
 
 

@@ -38,7 +38,7 @@ from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
 from workers.samples import default_scene, real_patches
-from workers.spinnaker import energy, link
+from workers.spinnaker import energy, link, shared_input
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
 
@@ -52,6 +52,7 @@ EVENTS_SOURCE = (
 FRAMING = link.KEYS_32_TIMESTAMP
 SAMPLE_PATCHES = 512
 MAP_TIMEOUT_S = 1800.0
+SHARED_SIDE = 2  # copies per block side sharing one input population (2 x 2 neighbouring chips)
 
 
 @dataclass
@@ -140,24 +141,7 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     rate, bottleneck = _bound(step_rate, compute, link_rate)
     km2 = energy.km2_per_patch(pkg.card.patch_size, pkg.card.gsd_m)
     per_patch = energy.joules_per_patch(boards, copies * per_copy + 1, rate, load.spikes_per_patch)
-    # Shared overlapping input (issue 14 item 2), ACCOUNTING ONLY: at the half-patch stride every pixel lies
-    # in ~4 patches; one input population per block of neighbouring copies would send it once, so a patch
-    # costs the link only its new (stride/patch)^2 share of input. Not built or mapped yet.
-    share = (pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2
-    shared_link = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
-    shared_rate, shared_bottleneck = _bound(step_rate, compute, shared_link)
-    shared = {
-        "status": "accounting only: no shared input population is built or mapped on the virtual board yet",
-        "input_bytes_per_patch": round(in_bytes * share, 1),
-        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
-        "host_link_patches_per_s": round(shared_link, 1),
-        "projected_patches_per_s": round(shared_rate, 1),
-        "bottleneck": shared_bottleneck,
-        "energy_per_km2_j": energy.joules_per_patch(
-            boards, copies * per_copy + 1, shared_rate, load.spikes_per_patch
-        )
-        / km2,
-    }
+    shared = shared_plan(pkg, net, boards, per_copy, per_pop, load, in_bytes, out_bytes, km2)
     return Plan(
         model=pkg.name,
         model_id=pkg.id,
@@ -201,6 +185,44 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     )
 
 
+def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy: int,
+                per_pop: dict[str, int], load: Load, in_bytes: float, out_bytes: float, km2: float
+                ) -> dict[str, Any]:
+    """Shared overlapping input (issue 14 item 2; ``shared_input.py``): blocks of SHARED_SIDE x SHARED_SIDE
+    copies share one input population, so fewer input cores (more copies fit) and a patch costs the link
+    only its share of its block's pixels. ESTIMATE: a block's input spikes are taken as its pixel share of
+    the patches' (spikes spread evenly over pixels); ``input_share_limit``: every pixel sent exactly once."""
+    block = shared_input.block_for(net, pkg.card.patch_size, SHARED_SIDE)
+    without_input = per_copy - per_pop["input"]
+    app = APP_CORES_PER_BOARD * boards
+    copies = shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE)
+    cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
+    share = shared_input.pixels_sent_per_copy(block) / np.prod(block.patch)
+    step_rate = copies / TIMESTEP_S
+    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
+    rate, bottleneck = _bound(step_rate, compute, link_rate)
+    return {
+        "status": "built and mapped by sPyNNaker on the virtual board (plan --map); the batch path does not "
+        "inject into it yet",
+        "block_side": SHARED_SIDE,
+        "block_input_shape": list(block.shape),
+        "copies_per_board": copies // boards,
+        "copies": copies,
+        "application_cores": cores,
+        "input_share_per_copy": round(float(share), 4),
+        "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
+        "input_bytes_per_patch": round(in_bytes * share, 1),
+        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
+        "step_patches_per_s": round(step_rate, 1),
+        "compute_patches_per_s": round(compute, 1),
+        "host_link_patches_per_s": round(link_rate, 1),
+        "projected_patches_per_s": round(rate, 1),
+        "bottleneck": bottleneck,
+        "energy_per_km2_j": energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch) / km2,
+    }
+
+
 def _bound(step: float, compute: float, host_link: float) -> tuple[float, str]:
     """The least of the three rates and its name (ties go to the earlier-listed, more physical limit)."""
     rate = min(step, compute, host_link)
@@ -229,16 +251,19 @@ def card_estimate(pkg: ModelPackage) -> float | None:
     return energy.joules_per_patch(boards, copies * per_copy + 1, rate, total)
 
 
-def confirm(pkg: ModelPackage, result: Plan, settings: Settings) -> dict[str, Any]:
-    """Map ``copies`` and ``copies + 1`` with sPyNNaker; if the first fails, search down for what does map."""
-    n = result.copies
-    fits = map_copies(pkg, n, result.boards, settings)
-    over = map_copies(pkg, n + 1, result.boards, settings)
+def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_side: int = 0
+            ) -> dict[str, Any]:
+    """Map ``n`` and ``n + 1`` copies with sPyNNaker (blocks of ``shared_side``² copies sharing one input
+    when > 1); if the first fails, step down to what does map."""
+    fits = map_copies(pkg, n, boards, settings, shared_side)
+    over = map_copies(pkg, n + 1, boards, settings, shared_side)
     placed, seconds = (n if fits["ok"] else 0), fits["seconds"] + over["seconds"]
     low = n
     while not fits["ok"] and low > 1:
-        low = low // 2
-        fits = map_copies(pkg, low, result.boards, settings)
+        # One fewer at a time: sPyNNaker's answer is near the plan's (cores counted, SDRAM not), and
+        # halving once reported 3 trees copies where 5 place.
+        low -= 1
+        fits = map_copies(pkg, low, boards, settings, shared_side)
         seconds += fits["seconds"]
         placed = low if fits["ok"] else 0
     return {
@@ -291,16 +316,19 @@ def card_metrics(pkg: ModelPackage, result: Plan) -> dict[str, Any]:
     }
 
 
-def map_copies(pkg: ModelPackage, copies: int, boards: int, settings: Settings) -> dict[str, Any]:
+def map_copies(pkg: ModelPackage, copies: int, boards: int, settings: Settings, shared_side: int = 0
+               ) -> dict[str, Any]:
     if pkg.path is None:
         raise InvalidInput("mapping needs a model package on disk")
     workspace = Workspace.for_settings(settings)
-    cache = workspace.root / "cache" / f"{pkg.id.split(':')[-1][:20]}-{copies}x-{boards}b.json"
+    layout = f"-shared{shared_side}" if shared_side > 1 else ""
+    cache = workspace.root / "cache" / f"{pkg.id.split(':')[-1][:20]}-{copies}x-{boards}b{layout}.json"
     if cache.is_file():
         return json.loads(cache.read_text())  # type: ignore[no-any-return]
     result = workspace.run_child(
         "workers.spinnaker.mapping",
-        ["--model", str(pkg.path), "--copies", str(copies), "--boards", str(boards)],
+        ["--model", str(pkg.path), "--copies", str(copies), "--boards", str(boards),
+         "--shared-block", str(shared_side)],
         MAP_TIMEOUT_S,
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +341,12 @@ def main(args: argparse.Namespace) -> int:
     pkg = model_package.load(args.model, settings.models_dir)
     result = plan(pkg, args.boards)
     if args.map:
-        result.mapping = confirm(pkg, result, settings)
+        result.mapping = confirm(pkg, result.copies, result.boards, settings)
+        if result.shared_input is not None:
+            shared = result.shared_input
+            shared["mapping"] = confirm(pkg, shared["copies"], result.boards, settings, SHARED_SIDE)
+            if shared["mapping"]["agrees"]:
+                shared["mapping"]["application_cores_planned"] = shared["application_cores"]
     if args.board_weights:
         result.board_weights = board_weight_agreement(pkg, settings)
         if args.write_card:
