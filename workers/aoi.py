@@ -2,7 +2,8 @@
 
 An AOI is GeoJSON — a Polygon or MultiPolygon geometry, a Feature holding one, or a FeatureCollection of
 them — in EPSG:4326 (RFC 7946) unless it carries an old-style ``crs`` member naming another CRS. The CLI
-takes a file (``--aoi FILE``), the API the object itself (field ``aoi``).
+takes a file (``--aoi FILE``: GeoJSON, or a polygon layer of any vector format GDAL reads, in its own
+CRS), the API the object itself (field ``aoi``).
 
 How it acts: ``Scene.read`` treats model pixels whose centre lies outside the AOI as no data, exactly as it
 treats the scene's own nodata. So chips entirely outside have no valid pixel and are skipped before inference
@@ -140,20 +141,41 @@ def from_text(text: str, source: str) -> Aoi:
 
 
 def load(path: str | Path) -> Aoi:
-    """``--aoi FILE``: a GeoJSON file (``.geojson``/``.json``)."""
+    """``--aoi FILE``: GeoJSON, or any polygon layer GDAL reads (GeoPackage, Shapefile, FlatGeobuf, ...)
+    through pyogrio, in its own CRS."""
     p = Path(path)
+    source = f"{option('aoi')} {p}"
+    if p.suffix.lower() not in (".geojson", ".json"):
+        return parse(_vector_file(p, source), source)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise InvalidInput(f"{option('aoi')} {p}: cannot read ({exc.strerror or exc})") from None
+        raise InvalidInput(f"{source}: cannot read ({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput(
-            f"{option('aoi')} {p}: not a GeoJSON text file; convert it first "
-            f"(e.g. ogr2ogr -f GeoJSON aoi.geojson {p.name})"
-        ) from None
-    return from_text(text, f"{option('aoi')} {p}")
+        raise InvalidInput(f"{source}: not a GeoJSON text file") from None
+    return from_text(text, source)
+
+
+def _vector_file(p: Path, source: str) -> dict[str, Any]:
+    """A vector file's first layer as a GeoJSON FeatureCollection naming its CRS (what ``parse`` takes)."""
+    import pyogrio.raw
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if not p.exists():
+        raise InvalidInput(f"{source}: no such file")
+    try:
+        meta, _fids, geometry, _fields = pyogrio.raw.read(p, read_geometry=True, columns=[])
+    except (DataSourceError, DataLayerError) as exc:
+        raise InvalidInput(f"{source}: not a vector file GDAL reads ({str(exc).splitlines()[0]})") from None
+    if not meta.get("crs"):
+        raise InvalidInput(f"{source}: the layer has no CRS; give it one (e.g. ogr2ogr -a_srs EPSG:4326)")
+    shapes = [shapely.from_wkb(g) for g in geometry if g is not None]
+    features = [{"type": "Feature", "properties": {}, "geometry": json.loads(shapely.to_geojson(g))}
+                for g in shapes]
+    return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": meta["crs"]}},
+            "features": features}
 
 
 def _crs(data: dict[str, Any], source: str) -> CRS:
