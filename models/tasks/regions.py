@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio import features
 from scipy import ndimage
 from shapely.geometry import LinearRing, Polygon
@@ -318,19 +319,25 @@ class RegionStream:
         return CellFeature(geom, self._names[target], total / cells, {"cells": int(cells)})
 
 
+# shapes() writes the strip to a GDAL MEM dataset; with the identity transform that dataset "has no
+# geotransform" and rasterio warns (NotGeoreferencedWarning) from whichever thread vectorises. A half-cell
+# shift, taken off again, is exact in float64 and keeps the dataset georeferenced.
+_HALF_DOWN = Affine.translation(0.0, 0.5)
+
+
 def _polygons(labels: np.ndarray, y0: int, n: int) -> np.ndarray:
     """The polygon of each label of a strip starting at output row ``y0`` (entry 0 unused)."""
     out = np.empty(n + 1, dtype=object)
     if n == 0:
         return out
     values, ring_counts, rings = [], [], []
-    for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4):
+    for geom, value in features.shapes(labels, mask=labels > 0, connectivity=4, transform=_HALF_DOWN):
         values.append(int(value))
         ring_counts.append(len(geom["coordinates"]))
         rings += geom["coordinates"]
     lengths = np.fromiter(map(len, rings), np.int64, len(rings))
     xy = np.array(list(chain.from_iterable(rings)), np.float64)
-    xy[:, 1] += y0
+    xy[:, 1] += y0 - 0.5
     shapes = shapely.linearrings(xy, indices=np.repeat(np.arange(len(rings)), lengths))
     out[values] = shapely.polygons(shapes, indices=np.repeat(np.arange(len(values)), ring_counts))
     return out
