@@ -63,6 +63,7 @@ class BatchSubmission(BaseModel):
     nodata: float | None = Field(default=None, allow_inf_nan=False, description=NODATA_HELP)
     min_score: float | None = Field(default=None, ge=0, le=1, description=MIN_SCORE_HELP)
     nms_iou: float | None = Field(default=None, ge=0, le=1, description=NMS_IOU_HELP)
+    aoi: dict[str, Any] | None = Field(default=None, description=f"one AOI for every scene; {AOI_HELP}")
 
 
 LINKS_HELP = (

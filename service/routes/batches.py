@@ -32,7 +32,8 @@ from service.schemas import (
     SceneError,
 )
 from service.storage import Upload
-from spikescan.errors import InvalidInput, NotFound, SpikescanError
+from spikescan.errors import InvalidInput, NotFound, SpikescanError, option
+from workers import aoi as aois
 from workers.jobs import Job, new_id
 from workers.queue import PREFIX
 
@@ -56,6 +57,7 @@ _BATCH_BODY = {
                         "nodata": {"type": "number"},
                         "min_score": {"type": "number", "minimum": 0, "maximum": 1},
                         "nms_iou": {"type": "number", "minimum": 0, "maximum": 1},
+                        "aoi": {"type": "string", "description": "GeoJSON text: one AOI for every scene"},
                     },
                 }
             },
@@ -111,13 +113,14 @@ def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]],
 
 def _uri_batch(svc: Services, owner: str, body: BatchSubmission, batch: str) -> _Outcome:
     inputs = body.model_dump(include={"scale", "nodata", "min_score", "nms_iou"})
+    aoi = aois.parse(body.aoi, option("aoi")) if body.aoi is not None else None  # one AOI, every scene
     return _each_on_its_own(
         svc,
         [
             (
                 uri,
                 lambda u=uri: svc.submitter.submit_uri(
-                    owner, u, body.model, body.bands, body.stride, batch, **inputs
+                    owner, u, body.model, body.bands, body.stride, batch, aoi=aoi, **inputs
                 ),
             )
             for uri in body.uris
@@ -136,12 +139,16 @@ def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> _Out
         form_int(upload, "stride"),
     )
     inputs = form_inputs(upload)
+    raw_aoi = upload.fields.get("aoi", "").strip()
+    aoi = aois.from_text(raw_aoi, option("aoi")) if raw_aoi else None
     return _each_on_its_own(
         svc,
         [
             (
                 f.filename or "upload",
-                lambda f=f: svc.submitter.submit_upload(owner, f, model, bands, stride, batch, **inputs),
+                lambda f=f: svc.submitter.submit_upload(
+                    owner, f, model, bands, stride, batch, aoi=aoi, **inputs
+                ),
             )
             for f in scenes
         ],

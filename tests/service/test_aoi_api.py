@@ -59,3 +59,30 @@ def test_an_aoi_off_the_scene_or_not_an_area_is_a_400_naming_the_field(
         message = r.json()["error"]["message"]
         assert message.startswith("field `aoi`") and words in message and "--aoi" not in message, message
     check()
+
+
+def test_a_batch_takes_one_aoi_for_every_scene(
+    stack: Stack, landsat_tif: Path, landsat_model: ModelPackage, osbs_tif: Path, rgb_model: ModelPackage
+) -> None:
+    """Batches take ``aoi`` as single jobs do (JSON and multipart): each job skips the chips outside it; an
+    AOI that is no area refuses the batch with the field named."""
+    for name in ("b1.tif", "b2.tif"):
+        shutil.copy(landsat_tif, stack.inputs / name)
+    corner = _polygon_lonlat(landsat_tif, (0.5, 0.9), (0.5, 0.9))
+    uris = [str(stack.inputs / n) for n in ("b1.tif", "b2.tif")]
+    with stack.client() as http:
+        r = http.post("/v1/batches", json={"uris": uris, "model": landsat_model.name, "aoi": corner})
+        assert r.status_code == 202, r.text
+        statuses = [stack.wait_done(http, j["id"]) for j in r.json()["jobs"]]
+        with open(osbs_tif, "rb") as fh:  # uploads: a scene under the test server's upload cap
+            osbs_corner = _polygon_lonlat(osbs_tif, (0.5, 0.9), (0.5, 0.9))
+            form = {"model": rgb_model.name, "aoi": json.dumps(osbs_corner)}
+            multipart = http.post("/v1/batches", data=form, files=[("scene", ("m1.tif", fh.read()))])
+        assert multipart.status_code == 202, multipart.text
+        statuses.append(stack.wait_done(http, multipart.json()["jobs"][0]["id"]))
+        bad = http.post("/v1/batches", json={"uris": uris, "model": landsat_model.name,
+                                             "aoi": {"type": "Point", "coordinates": [0, 0]}})
+    for status in statuses:
+        assert status["status"] == "done", status
+        assert status["progress"]["chips_skipped"] > status["progress"]["chips_total"], status["progress"]
+    assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("field `aoi`"), bad.text
