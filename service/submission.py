@@ -46,18 +46,6 @@ class Submitter:
         self.chip_stream = chip_stream
         self.check_slots = anyio.CapacityLimiter(CHECKS_AT_ONCE)  # routes pass it to to_thread
 
-    def validate(
-        self,
-        scene: str | Path,
-        model: str,
-        bands: str | None,
-        stride: int | None,
-        shown_as: str | None = None,
-        **inputs: float | None,
-    ) -> str:
-        """Check ``scene`` against ``model``; returns the model's package id. Errors name ``shown_as``."""
-        return self.check(scene, model, bands, stride, shown_as, **inputs)[0]
-
     def check(
         self,
         scene: str | Path,
@@ -68,9 +56,9 @@ class Submitter:
         aoi: Aoi | None = None,
         **inputs: float | None,
     ) -> tuple[str, dict[str, str]]:
-        """``validate``, plus the job fields of the input check (``workers.input_check``: fill values,
-        scale, normalisation statistics, early warnings); ``inputs`` are ``scale`` and ``nodata``. A scene
-        hopelessly outside the model's input range is refused here."""
+        """Check ``scene`` against ``model``: the model's package id and the job fields of the input check
+        (``workers.input_check``: fill values, scale, normalisation statistics, early warnings); ``inputs``
+        are ``scale`` and ``nodata``. A scene hopelessly outside the model's input range is refused here."""
         vector = {k: inputs.pop(k, None) for k in VECTOR_FIELDS}
         options = InputOptions(**inputs)
         if not _MODEL_NAME.fullmatch(model):
