@@ -26,10 +26,8 @@ from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
-from rasterio.features import geometry_mask
 from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import box, mapping, shape
-from shapely.prepared import prep
 
 from spikescan.errors import InvalidInput, option
 
@@ -90,25 +88,31 @@ class Aoi:
 
 
 class AoiMask:
-    """Which model pixels of a window lie inside the AOI (pixel centres)."""
+    """Which model pixels of a window lie inside the AOI (pixel centres).
+
+    Pure shapely on the pixel centres, not ``rasterio.features.geometry_mask``: that one builds a GDAL MEM
+    dataset, and rasterio silences a warning there with ``warnings.catch_warnings``, which is not
+    thread-safe; with the reader thread masking while the write-behind thread vectorises regions, the
+    warning escaped now and then (and failed a run under ``-W error``)."""
 
     def __init__(self, outline: shapely.Geometry, transform: Affine) -> None:
         self.outline = outline
-        self._prepared = prep(outline)
+        shapely.prepare(outline)
         self._transform = transform
-        self._shapes = [mapping(outline)]
 
     def inside(self, col_off: int, row_off: int, width: int, height: int) -> np.ndarray:
         """[height, width] bool for the window of model pixels at (col_off, row_off)."""
         t = self._transform * Affine.translation(col_off, row_off)
         left, top = t * (0, 0)
         right, bottom = t * (width, height)
-        window = box(left, bottom, right, top)
-        if not self._prepared.intersects(window):
+        window = box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        if not shapely.intersects(self.outline, window):
             return np.zeros((height, width), bool)
-        if self._prepared.contains(window):
+        if shapely.contains(self.outline, window):
             return np.ones((height, width), bool)
-        return geometry_mask(self._shapes, (height, width), t, invert=True)
+        cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+        xs, ys = t * (cols.ravel(), rows.ravel())
+        return shapely.contains_xy(self.outline, xs, ys).reshape(height, width)
 
 
 def parse(data: Any, source: str) -> Aoi:
