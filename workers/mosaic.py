@@ -134,26 +134,57 @@ class Mosaicker:
         """Add all results of chip row ``row`` (rows strictly in order), then flush the finished strip."""
         if row != self._next_row:
             raise ValueError(f"chip row {row} fed out of order (expected row {self._next_row})")
+        results = list(results)
         for result in results:
             if result.chip.row != row:
                 raise ValueError(f"chip {result.chip.id} fed with row {row}")
-            self._add(result)
+        self._add_row(row, results)
         self._next_row += 1
         self._flush(self.grid.final_rows(row))
 
-    def _add(self, result: ChipResult) -> None:
-        os_ = self.grid.output_stride
-        y, x = result.chip.y // os_ - self._top, result.chip.x // os_
-        h = min(self.grid.cells, self.grid.out_height - self._top - y)
-        w = min(self.grid.cells, self.grid.out_width - x)
-        if h <= 0 or w <= 0:
+    def _add_row(self, row: int, results: list[ChipResult]) -> None:
+        """Add one chip row with a few whole-width numpy operations instead of a handful per chip.
+
+        Per-chip slicing cost ~10 µs × 5 operations, which on a large scene of small chips was the mosaic's
+        whole time. Chips ``k`` columns apart (``k`` chip steps cover a chip) never overlap, so each of the
+        ``k`` phases is laid side by side in one buffer and added at once; each output cell still receives
+        the same terms, and the sum no longer depends on the order the chips arrived in."""
+        os_, c = self.grid.output_stride, self.grid.cells
+        y = row * self.grid.stride // os_ - self._top
+        h = min(c, self.grid.out_height - self._top - y)
+        if h <= 0 or not results:
             return
-        wt = (self._weights * result.cell_valid)[:h, :w]
-        p = result.scores[:h, :w]
-        self._acc[y : y + h, x : x + w] += wt[..., None] * p
-        self._acc_sq[y : y + h, x : x + w] += wt * (p * p).sum(axis=-1)
-        self._wsum[y : y + h, x : x + w] += wt
-        self._hits[y : y + h, x : x + w] += result.cell_valid[:h, :w]
+        step = self.grid.stride // os_
+        k = -(-c // step)
+        span = k * step  # cells from one chip of a phase to the next (≥ c)
+        cols = np.array([r.chip.col for r in results])
+        for phase in range(k):
+            members = np.flatnonzero(cols % k == phase)
+            if members.size == 0:
+                continue
+            slots = (cols[members] - phase) // k
+            x0 = phase * step
+            width = min(int(slots.max() + 1) * span, self.grid.out_width - x0)
+            if width <= 0:
+                continue
+            valid = np.stack([results[i].cell_valid for i in members])[:, :h]
+            scores = np.stack([results[i].scores for i in members])[:, :h]
+            n = int(slots.max() + 1)
+            wt = np.zeros((n, h, span), np.float32)
+            p = np.zeros((n, h, span, scores.shape[-1]), np.float32)
+            hits = np.zeros((n, h, span), np.uint16)
+            wt[slots, :, :c] = self._weights[:h] * valid
+            p[slots, :, :c] = scores
+            hits[slots, :, :c] = valid
+            # [chip, row, cell] -> [row, chip·cell]: the phase's chips side by side along the output row.
+            wt = wt.transpose(1, 0, 2).reshape(h, n * span)[:, :width]
+            p = p.transpose(1, 0, 2, 3).reshape(h, n * span, -1)[:, :width]
+            hits = hits.transpose(1, 0, 2).reshape(h, n * span)[:, :width]
+            rows, xs = slice(y, y + h), slice(x0, x0 + width)
+            self._acc[rows, xs] += wt[..., None] * p
+            self._acc_sq[rows, xs] += wt * (p * p).sum(axis=-1)
+            self._wsum[rows, xs] += wt
+            self._hits[rows, xs] += hits
 
     def _flush(self, until: int) -> None:
         n = until - self._top
