@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from workers.chips import Chip, ChipGrid
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,34 +60,34 @@ class StripSink(Protocol):
     def write_strip(self, strip: Strip) -> None: ...
 
 
-class WriteBehind:
-    """Hands strips to ``sink`` on a background thread, at most ``depth`` strips behind.
+class Behind(Generic[T]):
+    """Hands items to ``consume`` on a background thread, at most ``depth`` items behind.
 
-    GDAL's writes, the peak picking and the GeoJSON encoding then overlap the next rows' reading and
-    inference (GDAL and numpy release the GIL). Strips are fresh arrays, so nothing is shared. A failure in
-    the sink is raised by the next ``write_strip`` or by ``close``; ``close`` waits for the queue to drain."""
+    Work that would otherwise sit on the inference thread's critical path overlaps the next rows' reading
+    and inference instead (GDAL and numpy release the GIL). Items are fresh objects, so nothing is shared. A
+    failure in ``consume`` is raised by the next ``put`` or by ``close``; ``close`` waits for the queue."""
 
-    def __init__(self, sink: StripSink, depth: int = 2) -> None:
-        self.sink = sink
-        self._queue: queue.Queue[Strip | None] = queue.Queue(maxsize=depth)
+    def __init__(self, consume: Callable[[T], None], depth: int = 2, name: str = "behind") -> None:
+        self._consume = consume
+        self._queue: queue.Queue[tuple[T] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="write-behind", daemon=True)
+        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
-        while (strip := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self.sink.write_strip(strip)
+                    self._consume(item[0])
                 except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
                     self._error = exc
 
-    def write_strip(self, strip: Strip) -> None:
+    def put(self, item: T) -> None:
         self._raise()
-        self._queue.put(strip)
+        self._queue.put((item,))
 
     def close(self) -> None:
-        """Wait until every strip is written; raise the sink's failure if there was one."""
+        """Wait until every item is consumed; raise the consumer's failure if there was one."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -94,6 +96,21 @@ class WriteBehind:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+class WriteBehind:
+    """A ``StripSink`` that writes to ``sink`` on a background thread (``Behind``): GDAL's writes, the peak
+    picking and the vector encoding overlap the next rows' reading and inference."""
+
+    def __init__(self, sink: StripSink, depth: int = 2) -> None:
+        self.sink = sink
+        self._behind: Behind[Strip] = Behind(sink.write_strip, depth, name="write-behind")
+
+    def write_strip(self, strip: Strip) -> None:
+        self._behind.put(strip)
+
+    def close(self) -> None:
+        self._behind.close()
 
 
 class StripTee:

@@ -31,7 +31,7 @@ from workers.backends import Backend, BatchResult, get_backend
 from workers.batching import RowBatcher
 from workers.chips import ChipGrid, cell_validity
 from workers.cog import LayerWriter
-from workers.mosaic import ChipResult, Mosaicker, StripTee, WriteBehind
+from workers.mosaic import Behind, ChipResult, Mosaicker, StripTee, WriteBehind
 from workers.progress import Progress, ProgressCallback
 from workers.scene import ChipBatch, Scene
 from workers.vectors import VectorWriter
@@ -231,10 +231,16 @@ def _scan(
         with watch.stage("infer"):
             return chip_results(batch, engine.infer(batch.pixels, batch.valid), grid.output_stride)
 
+    def blend(done: tuple[int, list[ChipResult]]) -> None:
+        with watch.stage("mosaic"):
+            mosaic.feed_row(*done)
+
+    # The blend runs on its own thread: the inference thread only reads results out of the backend.
+    blender: Behind[tuple[int, list[ChipResult]]] = Behind(blend, name="mosaic")
+
     def feed(done: list[tuple[int, list[ChipResult]]]) -> None:
         for row, results in done:
-            with watch.stage("mosaic"):
-                mosaic.feed_row(row, results)
+            blender.put((row, results))
             counters.chips_processed += len(results)
             counters.spikes += sum(r.spikes for r in results)
             progress.update(grid.cols)
@@ -246,15 +252,18 @@ def _scan(
     batcher = RowBatcher(infer, batch_size)
     # The next chip row is read while this one is inferred: GDAL and the emulator's kernels release the GIL,
     # so on two cores reading and decoding hide behind inference. One row ahead: memory stays one row more.
-    with progress, ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-        ahead = reader.submit(read, 0) if grid.rows else None
-        for row in range(grid.rows):
-            with watch.stage("read"):  # only the time spent waiting for the reader
-                batch, keep = ahead.result()  # type: ignore[union-attr]
-            ahead = reader.submit(read, row + 1) if row + 1 < grid.rows else None
-            counters.chips_skipped += int((~keep).sum())
-            feed(batcher.add_row(row, batch, np.flatnonzero(keep)))
-        feed(batcher.flush())
+    try:
+        with progress, ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
+            ahead = reader.submit(read, 0) if grid.rows else None
+            for row in range(grid.rows):
+                with watch.stage("read"):  # only the time spent waiting for the reader
+                    batch, keep = ahead.result()  # type: ignore[union-attr]
+                ahead = reader.submit(read, row + 1) if row + 1 < grid.rows else None
+                counters.chips_skipped += int((~keep).sum())
+                feed(batcher.add_row(row, batch, np.flatnonzero(keep)))
+            feed(batcher.flush())
+    finally:
+        blender.close()  # every fed row blended (or the blend's failure raised)
     return counters
 
 

@@ -31,7 +31,7 @@ from workers.backends import BatchResult, get_backend
 from workers.bench import memory
 from workers.bench.child import run_child
 from workers.chips import ChipGrid
-from workers.mosaic import Mosaicker, WriteBehind
+from workers.mosaic import Behind, ChipResult, Mosaicker, WriteBehind
 
 MODEL = "trees-rgb"
 
@@ -55,7 +55,7 @@ def inference_alone_s(scene_path: Path, pkg: ModelPackage, batch_size: int) -> f
 def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path) -> float:
     """The scene opened and checked, every chip row read and every output written exactly as
     ``pipeline.run`` does (the same ``OutputWriters`` — COGs and vector layer — behind the same
-    ``WriteBehind`` thread, the same read-ahead), with all-zero scores in place of inference."""
+    ``WriteBehind`` thread, the same blend thread and read-ahead), with all-zero scores in place of inference."""
     t0 = time.perf_counter()
     card = pkg.card
     watch = report.Stopwatch()
@@ -68,6 +68,7 @@ def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path) -> float:
         writers = pipeline.OutputWriters(out, pkg, scene, grid)
         behind = WriteBehind(writers.sink)
         mosaic = Mosaicker(grid, len(card.classes), behind)
+        blender: Behind[tuple[int, list[ChipResult]]] = Behind(lambda done: mosaic.feed_row(*done))
         ahead = reader.submit(scene.read_chip_row, grid, 0)
         for row in range(grid.rows):
             batch = ahead.result()
@@ -77,7 +78,8 @@ def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path) -> float:
                 np.zeros((len(batch), grid.cells, grid.cells, len(card.classes)), np.float32),
                 np.zeros(len(batch), np.int64),
             )
-            mosaic.feed_row(row, pipeline.chip_results(batch, zeros, grid.output_stride))
+            blender.put((row, pipeline.chip_results(batch, zeros, grid.output_stride)))
+        blender.close()
         behind.close()
         writers.finish(watch)
     return time.perf_counter() - t0
