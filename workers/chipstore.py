@@ -3,7 +3,7 @@ mosaicker.
 
 Layout: ``<chips prefix>/r<row>/<digest>.npz`` (locally ``<job dir>/chips/…``), one object per chip row of
 each batch an inference worker finished, holding the arrays of ``workers.mosaic.ChipResult`` stacked
-(``chip`` [n, 5] = row, col, x, y, size; ``scores``; ``cell_valid``; ``spikes``). One object per chip would
+(``chip`` [n, 5] = row, col, x, y, size; ``scores`` deflated; ``cell_valid``; ``spikes``). One object per chip would
 cost a file creation (or a PUT) per chip, which on shared filesystems and object stores is slower than the
 inference itself.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,12 +69,27 @@ def _write_row(chips: ChipSet, row: int, group: list[ChipResult]) -> PurePosixPa
     np.savez(
         buf,
         chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
-        scores=np.stack([r.scores for r in group]).astype(np.float32, copy=False),
+        **_pack_scores(np.stack([r.scores for r in group]).astype(np.float32, copy=False)),
         cell_valid=np.stack([r.cell_valid for r in group]),
         spikes=np.array([r.spikes for r in group], np.int64),
     )
     chips.objects.put_bytes(key, buf.getvalue())
     return PurePosixPath(key)
+
+
+def _pack_scores(scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores deflated at level 1, losslessly: a spiking model's scores are a softmax of small integer
+    counts, a few hundred distinct values, so they shrink 4-9x (7.2 → 0.8 kB a land-cover chip) for ~0.05 ms
+    a chip; npz's own compression (level 6) costs ten times that on the inference worker."""
+    packed = np.frombuffer(zlib.compress(scores.tobytes(), 1), np.uint8)
+    return {"scores_deflated": packed, "scores_shape": np.array(scores.shape, np.int64)}
+
+
+def _unpack_scores(z: dict[str, np.ndarray]) -> np.ndarray:
+    if "scores" in z:  # written before scores were deflated (a job that spans an upgrade)
+        return z["scores"]
+    shape = tuple(int(v) for v in z["scores_shape"])
+    return np.frombuffer(zlib.decompress(z["scores_deflated"].tobytes()), np.float32).reshape(shape)
 
 
 def load_row(
@@ -98,7 +114,7 @@ def load_row(
             # counts what it loaded against what Redis says is done, so a loss cannot pass there unnoticed.
             continue
         z = read_npz(io.BytesIO(data))
-        chip_rows, scores, valid, spikes = z["chip"], z["scores"], z["cell_valid"], z["spikes"]
+        chip_rows, scores, valid, spikes = z["chip"], _unpack_scores(z), z["cell_valid"], z["spikes"]
         for i, (r, c, x, y, size) in enumerate(chip_rows.tolist()):
             chip = Chip(r, c, x, y, size)
             if (chip.id in done if done is not None else chip.id not in skip) and chip.id not in found:
