@@ -3,9 +3,9 @@ mosaicker.
 
 Layout: ``<chips prefix>/r<row>/<digest>.npz`` (locally ``<job dir>/chips/…``), one object per chip row of
 each batch an inference worker finished, holding the arrays of ``workers.mosaic.ChipResult`` stacked
-(``chip`` [n, 5] = row, col, x, y, size; ``scores`` deflated; ``cell_valid``; ``spikes``). One object per chip would
-cost a file creation (or a PUT) per chip, which on shared filesystems and object stores is slower than the
-inference itself.
+(``chip`` [n, 5] = row, col, x, y, size; ``scores``, deflated; ``cell_valid``; ``spikes``). One object
+per chip would cost a file creation (or a PUT) per chip, which on shared filesystems and object stores is
+slower than the inference itself.
 
 Idempotent by construction: the name is a digest of the chip ids it holds, so a redelivered batch rewrites
 the same object with the same bytes, and a chip redelivered in a *different* batch is simply read twice and

@@ -64,7 +64,8 @@ def test_blend_weight_is_a_pyramid_highest_in_the_centre() -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "height", "patch", "stride", "os_"), [(61, 45, 16, 8, 2), (50, 50, 16, 4, 4), (33, 17, 8, 8, 8), (70, 40, 16, 12, 2), (90, 30, 20, 15, 5)]
+    ("width", "height", "patch", "stride", "os_"),
+    [(61, 45, 16, 8, 2), (50, 50, 16, 4, 4), (33, 17, 8, 8, 8), (70, 40, 16, 12, 2), (90, 30, 20, 15, 5)],
 )
 def test_streamed_mosaic_equals_whole_grid_blend(
     width: int, height: int, patch: int, stride: int, os_: int

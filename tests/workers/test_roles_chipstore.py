@@ -55,7 +55,8 @@ def test_a_spiking_models_scores_are_stored_compact_and_exact(tmp_path: Path, la
     for bit, at a fraction of the float32 bytes. Real chips of the shipped land-cover model."""
     pkg = package.load("landcover-landsat")
     with input_check.open_checked(landsat_tif, pkg.card) as scene, get_backend("emulator", pkg) as engine:
-        grid = ChipGrid.for_model(scene.width, scene.height, pkg.card.patch_size, pkg.card.output_stride, None)
+        card = pkg.card
+        grid = ChipGrid.for_model(scene.width, scene.height, card.patch_size, card.output_stride, None)
         batch = scene.read_chip_row(grid, grid.rows // 2)
         results = pipeline.chip_results(batch, engine.infer(batch.pixels, batch.valid), grid.output_stride)
     (key,) = chipstore.store(tmp_path, results)

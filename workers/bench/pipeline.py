@@ -55,7 +55,8 @@ def inference_alone_s(scene_path: Path, pkg: ModelPackage, batch_size: int) -> f
 def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path) -> float:
     """The scene opened and checked, every chip row read and every output written exactly as
     ``pipeline.run`` does (the same ``OutputWriters`` — COGs and vector layer — behind the same
-    ``WriteBehind`` thread, the same blend thread and read-ahead), with all-zero scores in place of inference."""
+    ``WriteBehind`` thread, the same blend thread and read-ahead), with all-zero scores in place of
+    inference."""
     t0 = time.perf_counter()
     card = pkg.card
     watch = report.Stopwatch()

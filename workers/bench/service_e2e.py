@@ -51,12 +51,13 @@ def _wait_healthy(url: str) -> None:
 
 class ServiceStack:
     """A private redis-server, `spikescan serve --workers 0`, one chipper, one mosaicker and ``n_infer``
-    inference workers (all real processes, the environment of this one: same thread pinning); ``job`` runs
-    one scene through it over HTTP. Use as a context manager."""
+    inference workers (all real processes, the environment of this one plus ``env``: same thread pinning);
+    ``job`` runs one scene through it over HTTP. Use as a context manager."""
 
-    def __init__(self, root: Path, n_infer: int) -> None:
+    def __init__(self, root: Path, n_infer: int, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.n_infer = n_infer
+        self.extra_env = env or {}  # e.g. SPIKESCAN_STORAGE_URL and the AWS_* of a bucket
         self.redis = RedisServer(root / "redis")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = ""
@@ -64,7 +65,8 @@ class ServiceStack:
     def __enter__(self) -> ServiceStack:
         self.redis.start()
         data_dir = str(self.root / "data")
-        env = {**os.environ, "SPIKESCAN_REDIS_URL": self.redis.url, "SPIKESCAN_DATA_DIR": data_dir}
+        env = {**os.environ, "SPIKESCAN_REDIS_URL": self.redis.url, "SPIKESCAN_DATA_DIR": data_dir,
+               **self.extra_env}
         env.pop("SPIKESCAN_API_KEYS", None)
         port = _port()
         quiet: dict[str, Any] = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

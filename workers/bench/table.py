@@ -150,12 +150,24 @@ def spinnaker(r: dict[str, Any]) -> str:
     return "\n".join([grid(head, rows), *notes, *verdicts])
 
 
-RENDER = {"emulator": emulator, "pipeline": pipeline, "service": service, "spinnaker": spinnaker}
+def scaleout(r: dict[str, Any]) -> str:
+    head = ["inference workers", "chips", "seconds", "chips/s", "Redis CPU ms/chip", "Redis peak B/chip"]
+    rows = [[s["inference_workers"], s["chips"], s["submit_to_done_s"], s["chips_per_s"],
+             s["redis_cpu_ms_per_chip"], s["redis_peak_bytes_per_chip"]] for s in r["runs"]]
+    note = (f"  {r['model']} on {r['scene']} ({r['scene_km2']} km²), {r['cores']} cores; bucket: "
+            f"{r['bucket_chip_bytes_per_chip']} B/chip of chip results (deleted after the mosaic), "
+            f"{r['bucket_output_bytes_per_km2']:,.0f} B/km² of outputs")
+    return "\n".join([grid(head, rows), note])
+
+
+RENDER = {"emulator": emulator, "pipeline": pipeline, "service": service, "spinnaker": spinnaker,
+          "scaleout": scaleout}
 TITLES = {
     "emulator": "1. Emulator vs float Keras/TensorFlow (same patches, encoder and threads; interleaved)",
     "pipeline": "2. Pipeline vs its limits (trees-rgb)",
     "service": "3. Service (Redis) vs in-process",
     "spinnaker": "4. SpiNNaker projection (1 SpiNN-5 board) vs CPU emulator, energy per km² and its floor",
+    "scaleout": "Scale-out: hosts sharing only Redis and a bucket (moto S3)",
 }
 
 
