@@ -284,7 +284,7 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.set_defaults(handler=_cmd_plan)
 
     p = sub.add_parser(
-        "bench", help="benchmarks: emulator, pipeline, service, spinnaker, all (the README table), or scaleout"
+        "bench", help="benchmarks: emulator, pipeline, service, spinnaker, all (README table) or scaleout"
     )
     from workers.bench.main import add_arguments
 
