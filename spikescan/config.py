@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     # How long a finished (done, failed, cancelled) job's record and outputs are kept: its Redis keys expire
     # then, and the next sweep (workers.retention) deletes its files. 0 keeps them until DELETE.
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # Back-pressure: the API refuses new jobs and uploads (429 queue_full, with Retry-After) once Redis's
+    # used_memory passes this fraction of its maxmemory, so the jobs already accepted keep the headroom they
+    # need to finish (chip bookkeeping grows while they run) and Redis never reaches its cap and refuses a
+    # worker's write. No effect on a Redis without maxmemory.
+    redis_memory_high_water: float = Field(default=0.8, gt=0, le=1)
+    # How long the API trusts its last look at Redis's INFO memory and at the object store before looking
+    # again: one probe per interval, not one per request.
+    admission_check_s: float = Field(default=2.0, ge=0)
     # Chips that failed this many deliveries go to the dead-letter list.
     max_chip_attempts: int = 3
     # A chip held longer than this by a silent worker is reclaimed by another.

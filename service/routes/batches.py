@@ -11,7 +11,7 @@ from collections.abc import Callable
 import anyio
 from fastapi import APIRouter, Request
 
-from service.deps import CallerDep, Services, ServicesDep, base_url
+from service.deps import AdmittedCallerDep, CallerDep, Services, ServicesDep, base_url
 from service.errors import status_for
 from service.routes.jobs import (
     accepted,
@@ -157,7 +157,7 @@ def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> _Out
 
 
 @router.post("", status_code=202, response_model=BatchOut, openapi_extra=_BATCH_BODY)
-async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> BatchOut:
+async def submit_batch(request: Request, svc: ServicesDep, owner: AdmittedCallerDep) -> BatchOut:
     batch = new_id("b")
     if is_json(request):
         body = await json_body(request, BatchSubmission)

@@ -1,0 +1,128 @@
+"""Back-pressure, on real servers: a private redis-server given a small ``maxmemory`` (noeviction, as
+deploy/redis.yaml runs it) and moto's S3 server behind a relay that the test switches off and on. New work is
+refused with 429/503, a ``Retry-After`` and our JSON error body — before Redis is full, before an upload is
+read, and never as a 500 — while reads go on; once the pressure is gone, new work is accepted again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.package import ModelPackage
+from tests.remote import Outage, S3Server
+from tests.service.conftest import Stack, nothing_left, upload
+
+
+def _refused(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    assert int(r.headers["retry-after"]) > 0
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+def _cap_redis(stack: Stack, maxmemory: int) -> None:
+    r = stack.rclient()
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", maxmemory)
+    r.close()
+
+
+def test_new_jobs_are_refused_with_429_before_redis_reaches_its_cap_and_before_the_upload_is_read(
+    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage, tmp_path: Path
+) -> None:
+    stack = new_stack(SPIKESCAN_ADMISSION_CHECK_S="0")  # no caching: each request looks afresh
+    r = stack.rclient()
+    used = int(r.info("memory")["used_memory"])
+    r.close()
+    _cap_redis(stack, int(used / 0.9))  # 90 % used: past the default high water of 80 %
+    left = nothing_left(stack)
+    big = tmp_path / "big.tif"
+    big.write_bytes(b"\0" * (5 << 20))  # over the stack's 4 MB cap: a 413 if the body were read first
+    uri = {"uri": str(stack.inputs / "scene.tif"), "model": rgb_model.name}
+    with stack.client() as http:
+        _refused(upload(http, big, rgb_model.name), 429, "queue_full")
+        _refused(upload(http, osbs_tif, rgb_model.name), 429, "queue_full")
+        _refused(http.post("/v1/jobs", json=uri), 429, "queue_full")
+        _refused(http.post("/v1/batches", json={"model": rgb_model.name, "uris": [uri["uri"]]}),
+                 429, "queue_full")
+        # The key is checked first (a stranger learns nothing of the load); reads are never refused.
+        with stack.client(key="wrong") as stranger:
+            assert stranger.post("/v1/jobs", json=uri).status_code == 401
+        assert http.get("/v1/jobs").status_code == 200 and http.get("/healthz").status_code == 200
+        left()
+        _cap_redis(stack, 0)  # the pressure is gone (jobs finished, records expired): accepted again
+        accepted = upload(http, osbs_tif, rgb_model.name)
+        assert accepted.status_code == 202, accepted.text
+
+
+def test_a_write_redis_refuses_at_its_cap_is_a_429_and_records_nothing(
+    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage
+) -> None:
+    # The admission look is cached (an hour here): a request can slip past it while Redis fills, and Redis at
+    # maxmemory with noeviction refuses its write (OOM). That is the same 429, not a 500, and the upload's
+    # file and any half-made record are gone.
+    stack = new_stack(SPIKESCAN_ADMISSION_CHECK_S="3600", SPIKESCAN_REDIS_MEMORY_HIGH_WATER="1")
+    (stack.inputs / "scene.tif").write_bytes(osbs_tif.read_bytes())
+    uri = {"uri": str(stack.inputs / "scene.tif"), "model": rgb_model.name}
+    with stack.client() as http:
+        assert http.post("/v1/jobs", json=uri).status_code == 202  # the look: no cap, cached as fine
+        left = nothing_left(stack)
+        _cap_redis(stack, 1)  # every write is now refused by Redis itself
+        _refused(upload(http, osbs_tif, rgb_model.name), 429, "queue_full")
+        _refused(http.post("/v1/jobs", json=uri), 429, "queue_full")
+        _refused(http.post("/v1/batches", json={"model": rgb_model.name, "uris": [uri["uri"]] * 2}),
+                 429, "queue_full")
+        left()
+        _cap_redis(stack, 0)
+        assert http.post("/v1/jobs", json=uri).status_code == 202
+
+
+BUCKET = "spikescan-backpressure"
+
+
+@pytest.fixture()
+def outage(s3: S3Server) -> Iterator[Outage]:
+    relay = Outage(s3.port)
+    client = s3.client()
+    if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=BUCKET)
+    yield relay
+    relay.down()
+
+
+def test_a_bucket_that_is_down_is_a_503_with_retry_after_never_a_500(
+    new_stack: Callable[..., Stack],
+    s3: S3Server,
+    outage: Outage,
+    landsat_tif: Path,
+    landsat_model: ModelPackage,
+) -> None:
+    stack = new_stack(
+        private_dirs=True,
+        SPIKESCAN_STORAGE_URL=f"s3://{BUCKET}/down",
+        SPIKESCAN_ADMISSION_CHECK_S="0",
+        SPIKESCAN_MAX_UPLOAD_MB="64",
+        **{**s3.env, "AWS_ENDPOINT_URL": outage.endpoint},
+    )
+    stack.pipeline_workers(infer=1)
+    with stack.client() as http:
+        done = upload(http, landsat_tif, landsat_model.name).json()["id"]
+        assert stack.wait_done(http, done)["status"] == "done"
+        outage.down()
+        left = nothing_left(stack)
+        _refused(upload(http, landsat_tif, landsat_model.name), 503, "storage_unavailable")
+        with landsat_tif.open("rb") as fh:
+            batch = http.post("/v1/batches", files={"scene": fh}, data={"model": landsat_model.name})
+        _refused(batch, 503, "storage_unavailable")
+        for path in ("results/classes.tif", "results/item.json", "tiles/12/1000/1000.png?layer=scores"):
+            _refused(http.get(f"/v1/jobs/{done}/{path}"), 503, "storage_unavailable")
+        _refused(http.delete(f"/v1/jobs/{done}"), 503, "storage_unavailable")
+        assert http.get(f"/v1/jobs/{done}").json()["status"] == "done"  # the record (Redis) still answers
+        left()
+        outage.up()
+        assert http.get(f"/v1/jobs/{done}/results/classes.tif").status_code == 200
+        again = upload(http, landsat_tif, landsat_model.name)
+        assert again.status_code == 202, again.text
+        assert stack.wait_done(http, again.json()["id"])["status"] == "done"
