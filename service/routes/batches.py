@@ -35,7 +35,6 @@ from service.storage import Upload
 from spikescan.errors import InvalidInput, NotFound, SpikescanError, option
 from workers import aoi as aois
 from workers.jobs import Job, new_id
-from workers.queue import PREFIX
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
@@ -107,7 +106,7 @@ def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]],
             svc.store.remove_files(job.id)
         raise
     if outcome.jobs:
-        svc.client.rpush(f"{PREFIX}:batch:{batch}", *(j.id for j in outcome.jobs))
+        svc.store.record_batch(batch, [j.id for j in outcome.jobs])
     return outcome
 
 
@@ -182,7 +181,7 @@ async def submit_batch(request: Request, svc: ServicesDep, owner: AdmittedCaller
 
 @router.get("/{batch_id}", response_model=BatchStatus)
 def batch_status(batch_id: str, request: Request, svc: ServicesDep, owner: CallerDep) -> BatchStatus:
-    ids = [x.decode() for x in svc.client.lrange(f"{PREFIX}:batch:{batch_id}", 0, -1)]
+    ids = svc.store.batch_jobs(batch_id)
     jobs = [j for j in (svc.store.find(i) for i in ids) if j is not None and j.owner == owner]
     if not jobs:
         raise NotFound(f"no batch {batch_id!r}")
