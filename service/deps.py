@@ -85,4 +85,7 @@ JobDep = Annotated[Job, Depends(owned_job)]
 
 
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where links point: ``SPIKESCAN_PUBLIC_URL`` if set (the address behind an ingress), else the address
+    the request came to."""
+    public = services(request).settings.public_url
+    return public or str(request.base_url).rstrip("/")

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # long a link works.
     url_signing_secret: SecretStr | None = None
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # The server's address as clients reach it (behind an ingress or proxy), e.g. https://scan.example.org:
+    # absolute links (job records, STAC items) are built on it. Unset: on the address each request came to.
+    public_url: str | None = None
     max_upload_mb: int = 2048
     # Pixels per band a scene's header may claim; checked before any pixel is read, so a tiny file claiming
     # 10^6 x 10^6 cannot start a job of 10^9 chips. 4e10 is 200k x 200k: above the largest single-file
@@ -97,6 +100,15 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"https?://[^/\s]+", value.strip()):
+            raise ValueError(f"SPIKESCAN_PUBLIC_URL must be an absolute http(s) URL, got {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("input_roots", mode="before")
     @classmethod
