@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     spalloc_user: str = "spikescan"
     spinnaker_boards: int = 1
     batch_size: int = 64
+    # CPU threads one worker's emulator may use (onnxruntime's intra-op pool): set it to the CPUs the worker
+    # is given (a pod's CPU request), with OMP/OpenBLAS/MKL_NUM_THREADS alike, so that workers sharing a node
+    # do not each run a pool as wide as the node.
+    threads: int = Field(default=1, ge=1)
     # Where uploads, per-chip results and outputs live (workers.objectstore): unset, the data dir; a
     # directory; or s3://bucket/prefix (boto3 and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
     # for S3-compatible stores), so that hosts share only Redis and the bucket.
@@ -91,6 +95,10 @@ class Settings(BaseSettings):
     # How long the API trusts its last look at Redis's INFO memory and at the object store before looking
     # again: one probe per interval, not one per request.
     admission_check_s: float = Field(default=2.0, ge=0)
+    # A file `spikescan worker` touches every few seconds while its loop (or a long task) makes progress: a
+    # liveness/readiness probe checks its age (deploy/workers.yaml). Private to the worker (its /tmp), never
+    # on a shared volume. Unset: no file.
+    worker_alive_file: Path | None = None
     # Chips that failed this many deliveries go to the dead-letter list.
     max_chip_attempts: int = 3
     # A chip held longer than this by a silent worker is reclaimed by another.

@@ -68,6 +68,7 @@ ROLES = ("chip", "infer", "mosaic")
 _OPEN_SCENES = 8
 _PRUNE_EVERY_S = 600.0
 _LIVE_CHECK_S = 0.25
+_ALIVE_EVERY_S = 5.0  # how often the liveness file is touched at most (SPIKESCAN_WORKER_ALIVE_FILE)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Worker:
     mosaics: dict[str, _Mosaic] = field(default_factory=dict)  # jobs this mosaicker follows (``mosaic_once``)
     next_mosaic_take: float = 0.0
     take_count: int = 0
+    _alive_due: float = 0.0
 
     def __post_init__(self) -> None:
         self.store = JobStore.for_settings(self.client, self.settings)
@@ -115,6 +117,28 @@ class Worker:
                 f"accepted with ({job.model_id}); deploy the same model everywhere"
             )
         return pkg
+
+    def alive(self) -> None:
+        """Touch ``SPIKESCAN_WORKER_ALIVE_FILE`` (a Kubernetes probe checks its age), at most every few
+        seconds: from the loop and from long tasks' heartbeats, so a worker stuck anywhere — a hung read, a
+        deadlock — stops touching it and is restarted, while one chipping a huge scene is not."""
+        path = self.settings.worker_alive_file
+        now = time.monotonic()
+        if path is None or now < self._alive_due:
+            return
+        self._alive_due = now + _ALIVE_EVERY_S
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def heartbeat(self, stream: WorkStream, d: Delivery) -> Callable[[], None]:
+        """``stream.heartbeat`` for a long task that also keeps this worker's liveness file fresh."""
+        touch = stream.heartbeat(d, self.consumer)
+
+        def beat() -> None:
+            touch()
+            self.alive()
+
+        return beat
 
     def backend(self, pkg: ModelPackage) -> Backend:
         engine = self._backends.get(pkg.id)
@@ -236,7 +260,7 @@ def _chip_job(w: Worker, job: Job, d: Delivery) -> None:
         w.streams.chip.ack([d.id])
         return
     pkg = w.package(job)
-    beat = w.streams.chip.heartbeat(d, w.consumer)
+    beat = w.heartbeat(w.streams.chip, d)
     with input_check.open_for_job(job.scene, pkg.card, job.bands, job.extra) as scene:
         grid = ChipGrid.for_model(
             scene.width, scene.height, pkg.card.patch_size, pkg.card.output_stride, job.stride
@@ -487,7 +511,7 @@ def _open_mosaic(w: Worker, d: Delivery) -> None:
     if job.status == "mosaicking" and _outputs_complete(w.store, job):
         _record_done(w, job, d)
         return
-    beat = w.streams.mosaic.heartbeat(d, w.consumer)
+    beat = w.heartbeat(w.streams.mosaic, d)
     # Stage times of a job that ran on several machines: wall time since the job was created is the total.
     watch = report.Stopwatch(_start=time.perf_counter() - (time.time() - job.created))
     w.mosaics[job_id] = m = _Mosaic(job, d, beat, watch)
@@ -674,6 +698,7 @@ def run(w: Worker, roles: list[str], should_stop: Callable[[], bool]) -> None:
     next_prune = 0.0
     try:
         while not should_stop():
+            w.alive()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + _prune_every_s(w.settings)
                 _prune(w)
