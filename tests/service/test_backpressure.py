@@ -5,15 +5,19 @@ read, and never as a 500 — while reads go on; once the pressure is gone, new w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import rasterio
 
 from models.package import ModelPackage
 from tests.remote import Outage, S3Server
 from tests.service.conftest import Stack, nothing_left, upload
+from tests.service.test_object_storage import local_run  # noqa: F401 - fixture: the in-process layers
 
 
 def _refused(r: httpx.Response, status: int, code: str) -> None:
@@ -126,3 +130,43 @@ def test_a_bucket_that_is_down_is_a_503_with_retry_after_never_a_500(
         again = upload(http, landsat_tif, landsat_model.name)
         assert again.status_code == 202, again.text
         assert stack.wait_done(http, again.json()["id"])["status"] == "done"
+
+
+def test_a_job_whose_bucket_goes_down_mid_job_finishes_when_it_is_back(
+    new_stack: Callable[..., Stack],
+    s3: S3Server,
+    outage: Outage,
+    landsat_tif: Path,
+    landsat_model: ModelPackage,
+    local_run: Path,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    stack = new_stack(
+        private_dirs=True,
+        SPIKESCAN_STORAGE_URL=f"s3://{BUCKET}/mid-job",
+        SPIKESCAN_MAX_UPLOAD_MB="64",
+        SPIKESCAN_BATCH_SIZE="16",
+        **{**s3.env, "AWS_ENDPOINT_URL": outage.endpoint},
+    )
+    stack.pipeline_workers(infer=1)
+    with stack.client() as http:
+        job_id = upload(http, landsat_tif, landsat_model.name).json()["id"]
+        deadline = time.monotonic() + 60
+        while http.get(f"/v1/jobs/{job_id}").json()["progress"]["chips_done"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        outage.down()  # chips are being stored, the mosaic is being followed
+        # Long enough to spend every attempt of a chip many times over (a failed chip is handed back at once,
+        # and reclaimed after the stack's 2 s claim timeout): the job must neither fail nor lose a chip.
+        time.sleep(6)
+        assert http.get(f"/v1/jobs/{job_id}").json()["status"] in ("chipping", "running", "mosaicking")
+        outage.up()
+        logs = "".join(p.read_text() for p in stack.root.glob("*.log"))
+        assert "waiting for it before taking more work" in logs  # the outage was felt, and waited out
+        status = stack.wait_done(http, job_id, timeout_s=180)
+        assert status["status"] == "done" and status["progress"]["chips_failed"] == 0, status
+        for name in ("classes.tif", "scores.tif"):
+            (tmp_path / name).write_bytes(http.get(f"/v1/jobs/{job_id}/results/{name}").content)
+    for name in ("classes.tif", "scores.tif"):
+        with rasterio.open(tmp_path / name) as have, rasterio.open(local_run / name) as want:
+            assert np.array_equal(have.read(), want.read()), name
