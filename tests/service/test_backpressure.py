@@ -17,7 +17,10 @@ import rasterio
 from models.package import ModelPackage
 from tests.remote import Outage, S3Server
 from tests.service.conftest import Stack, nothing_left, upload
-from tests.service.test_object_storage import local_run  # noqa: F401 - fixture: the in-process layers
+from tests.service.test_object_storage import (
+    _bucket_stack,
+    local_run,  # noqa: F401 - fixture: the in-process layers
+)
 
 
 def _refused(r: httpx.Response, status: int, code: str) -> None:
@@ -83,15 +86,9 @@ def test_a_write_redis_refuses_at_its_cap_is_a_429_and_records_nothing(
         assert http.post("/v1/jobs", json=uri).status_code == 202
 
 
-BUCKET = "spikescan-backpressure"
-
-
 @pytest.fixture()
 def outage(s3: S3Server) -> Iterator[Outage]:
     relay = Outage(s3.port)
-    client = s3.client()
-    if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
-        client.create_bucket(Bucket=BUCKET)
     yield relay
     relay.down()
 
@@ -103,14 +100,8 @@ def test_a_bucket_that_is_down_is_a_503_with_retry_after_never_a_500(
     landsat_tif: Path,
     landsat_model: ModelPackage,
 ) -> None:
-    stack = new_stack(
-        private_dirs=True,
-        SPIKESCAN_STORAGE_URL=f"s3://{BUCKET}/down",
-        SPIKESCAN_ADMISSION_CHECK_S="0",
-        SPIKESCAN_MAX_UPLOAD_MB="64",
-        **{**s3.env, "AWS_ENDPOINT_URL": outage.endpoint},
-    )
-    stack.pipeline_workers(infer=1)
+    # Every process reaches the bucket through the relay; the test's own client goes to moto directly.
+    stack = _bucket_stack(new_stack, s3, AWS_ENDPOINT_URL=outage.endpoint, SPIKESCAN_ADMISSION_CHECK_S="0")
     with stack.client() as http:
         done = upload(http, landsat_tif, landsat_model.name).json()["id"]
         assert stack.wait_done(http, done)["status"] == "done"
@@ -141,14 +132,7 @@ def test_a_job_whose_bucket_goes_down_mid_job_finishes_when_it_is_back(
     local_run: Path,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    stack = new_stack(
-        private_dirs=True,
-        SPIKESCAN_STORAGE_URL=f"s3://{BUCKET}/mid-job",
-        SPIKESCAN_MAX_UPLOAD_MB="64",
-        SPIKESCAN_BATCH_SIZE="16",
-        **{**s3.env, "AWS_ENDPOINT_URL": outage.endpoint},
-    )
-    stack.pipeline_workers(infer=1)
+    stack = _bucket_stack(new_stack, s3, AWS_ENDPOINT_URL=outage.endpoint, SPIKESCAN_BATCH_SIZE="16")
     with stack.client() as http:
         job_id = upload(http, landsat_tif, landsat_model.name).json()["id"]
         deadline = time.monotonic() + 60
