@@ -6,9 +6,11 @@ and error a single submission of it would have got. Only when no scene is accept
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import anyio
+import redis
 from fastapi import APIRouter, Request
 
 from service.deps import AdmittedCallerDep, CallerDep, Services, ServicesDep, base_url
@@ -101,7 +103,10 @@ def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]],
                 outcome.refused.append((scene, exc))
     except BaseException:
         for job in outcome.jobs:
-            svc.store.move(job.id, "cancelled", error="batch rejected")
+            # Redis at its memory cap refuses the move (a write) but not the delete (which frees memory), and
+            # a worker that finds the job gone drops it all the same.
+            with contextlib.suppress(redis.OutOfMemoryError):
+                svc.store.move(job.id, "cancelled", error="batch rejected")
             svc.store.delete(job)
             svc.store.remove_files(job.id)
         raise
