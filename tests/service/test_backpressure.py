@@ -15,6 +15,8 @@ import pytest
 import rasterio
 
 from models.package import ModelPackage
+from service.client import Client
+from spikescan.errors import QueueFull
 from tests.remote import Outage, S3Server
 from tests.service.conftest import Stack, nothing_left, upload
 from tests.service.test_object_storage import (
@@ -57,6 +59,10 @@ def test_new_jobs_are_refused_with_429_before_redis_reaches_its_cap_and_before_t
         # The key is checked first (a stranger learns nothing of the load); reads are never refused.
         with stack.client(key="wrong") as stranger:
             assert stranger.post("/v1/jobs", json=uri).status_code == 401
+        client = Client(stack.url, stack.keys[0])  # `spikescan submit`: one line naming the refusal, exit 2
+        with pytest.raises(QueueFull, match=r"at capacity.*\(HTTP 429 queue_full\)"):
+            client.upload(osbs_tif, rgb_model.name)
+        client.close()
         assert http.get("/v1/jobs").status_code == 200 and http.get("/healthz").status_code == 200
         left()
         _cap_redis(stack, 0)  # the pressure is gone (jobs finished, records expired): accepted again
