@@ -50,7 +50,11 @@ class Admission:
             raise type(refusal)(refusal.raw, refusal.retry_after_s)
 
     def _probe(self) -> Unavailable | None:
-        memory = self.client.info("memory")  # a Redis that is down raises: answered 503 queue_unavailable
+        try:  # a Redis that is down raises ConnectionError: answered 503 queue_unavailable
+            memory = self.client.info("memory")
+        except redis.ResponseError as exc:  # a managed Redis that renames or forbids INFO: no memory check
+            log.warning("cannot read Redis's INFO memory (%s); no back-pressure on Redis memory", exc)
+            memory = {}
         used, cap = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
         if cap > 0 and used >= self.high_water * cap:
             log.warning(
