@@ -26,6 +26,8 @@ _BY_STATUS: dict[int, type[e.SpikescanError]] = {
     404: e.NotFound,
     413: e.PayloadTooLarge,
     422: e.InvalidScene,
+    429: e.QueueFull,  # the server's back-pressure: the message says when to come back
+    503: e.Unavailable,
 }
 FINAL = ("done", "failed", "cancelled")
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from service.admission import Admission
 from service.auth import Keyring, presented_key, require_owner
 from service.metrics import Metrics
 from service.signing import UrlSigner
@@ -27,6 +28,7 @@ class Services:
     submitter: Submitter
     metrics: Metrics
     signer: UrlSigner | None  # signed result URLs; None on an open server
+    admission: Admission  # back-pressure: new work refused before Redis or the store fills or fails
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -44,6 +46,7 @@ class Services:
             Submitter(settings, store, streams.chip),
             Metrics(store, streams.all()),
             UrlSigner.from_settings(settings),
+            Admission(client, store.objects, settings.redis_memory_high_water, settings.admission_check_s),
         )
 
 
@@ -62,6 +65,16 @@ def caller(request: Request, svc: ServicesDep) -> str:
 CallerDep = Annotated[str, Depends(caller)]
 
 
+def admitted_caller(svc: ServicesDep, owner: CallerDep) -> str:
+    """The caller of a request that adds work (a job, a batch, an upload), once back-pressure lets it in:
+    after the key check (an unknown key is a 401 however busy the server is), before any body is read."""
+    svc.admission.check()
+    return owner
+
+
+AdmittedCallerDep = Annotated[str, Depends(admitted_caller)]
+
+
 def owned_job(job_id: str, svc: ServicesDep, owner: CallerDep) -> Job:
     job = svc.store.get(job_id)
     require_owner(job.owner, owner, job_id)
@@ -72,4 +85,7 @@ JobDep = Annotated[Job, Depends(owned_job)]
 
 
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where links point: ``SPIKESCAN_PUBLIC_URL`` if set (the address behind an ingress), else the address
+    the request came to."""
+    public = services(request).settings.public_url
+    return public or str(request.base_url).rstrip("/")

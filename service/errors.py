@@ -2,8 +2,10 @@
 
 Every error response is ``{"error": {"code": ..., "message": ...}}``. The most specific class in ``STATUS``
 wins (the exception's MRO is walked in order), so a new subclass of ``InvalidScene`` is a 422 without
-touching this file. Anything that is not ours is a 500 with a generic message; the traceback goes to the log,
-never to the caller.
+touching this file. The server's transient states (``Unavailable``: a full queue, Redis or the object store
+unreachable) carry a ``Retry-After``; the Redis and storage client errors that mean them are translated into
+those here, so they answer exactly as the admission check does (``service.admission``). Anything that is not
+ours is a 500 with a generic message; the traceback goes to the log, never to the caller.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ STATUS: dict[type[e.SpikescanError], int] = {
     e.Forbidden: 403,
     # A broken or tampered package in the server's catalogue: not the caller's mistake, and not a crash
     # either; the model is unavailable until an operator reinstalls it.
+    # The server's transient state, never the caller's mistake: answered with Retry-After (``_ours``).
+    # A full queue is 429 (back off: the load will drain), a dependency that is down 503.
+    e.QueueFull: 429,
+    e.Unavailable: 503,
     e.ModelPackageError: 503,
     e.BackendUnavailable: 503,
     e.DataUnavailable: 503,
@@ -60,6 +66,8 @@ async def _ours(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.SpikescanError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, e.Unavailable):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return error_response(status, exc.code, exc.for_api(), headers)
 
 
@@ -82,21 +90,25 @@ async def _queue_down(request: Request, exc: Exception) -> JSONResponse:
     # Redis restarting or unreachable is the server's transient state, not the caller's fault: say when to
     # come back. Nothing was recorded, so repeating the request is safe.
     log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(
-        503,
-        "queue_unavailable",
-        "the job queue (Redis) is not reachable right now; nothing was recorded, retry shortly",
-        {"Retry-After": "5"},
-    )
+    return await _ours(request, e.QueueUnavailable(
+        "the job queue (Redis) is not reachable right now; nothing was recorded, retry shortly"
+    ))
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    # Redis at its maxmemory (noeviction) refused a write that slipped past the admission check (its look
+    # is cached for a moment): the same answer as the check's. A refused MULTI applies nothing, and the
+    # submission rolls back what it wrote before, so nothing was recorded.
+    log.warning("Redis is out of memory on %s %s: %s", request.method, request.url.path, exc)
+    return await _ours(request, e.QueueFull(
+        "the server is at capacity: its job queue (Redis) is full; nothing was recorded, retry later"
+    ))
 
 
 async def _storage_down(request: Request, exc: Exception) -> JSONResponse:
     # The object store (SPIKESCAN_STORAGE_URL) down or throttling: the server's transient state, as Redis's.
     log.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(
-        503, "storage_unavailable", "the result storage is not reachable right now; retry shortly",
-        {"Retry-After": "10"},
-    )
+    return await _ours(request, e.StorageDown("the result storage is not reachable right now; retry shortly"))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -111,5 +123,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(redis.ConnectionError, _queue_down)
     app.add_exception_handler(redis.TimeoutError, _queue_down)
     app.add_exception_handler(redis.BusyLoadingError, _queue_down)
+    app.add_exception_handler(redis.OutOfMemoryError, _queue_full)
     app.add_exception_handler(StorageUnavailable, _storage_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -207,6 +207,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (413, "upload over the size cap"),
         (416, "byte range not satisfiable"),
         (422, "not a usable scene or request"),
-        (503, "backend, Redis or the model unavailable (a package that fails its integrity check)"),
+        (429, "the server is at capacity (its job queue is near its memory limit): retry after Retry-After"),
+        (503, "backend, Redis, the result storage or the model unavailable (a package that fails its "
+              "integrity check); Redis and storage outages carry Retry-After"),
     )
 }

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # long a link works.
     url_signing_secret: SecretStr | None = None
     signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # The server's address as clients reach it (behind an ingress or proxy), e.g. https://scan.example.org:
+    # absolute links (job records, STAC items) are built on it. Unset: on the address each request came to.
+    public_url: str | None = None
     max_upload_mb: int = 2048
     # Pixels per band a scene's header may claim; checked before any pixel is read, so a tiny file claiming
     # 10^6 x 10^6 cannot start a job of 10^9 chips. 4e10 is 200k x 200k: above the largest single-file
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     spalloc_user: str = "spikescan"
     spinnaker_boards: int = 1
     batch_size: int = 64
+    # CPU threads one worker's emulator may use (onnxruntime's intra-op pool): set it to the CPUs the worker
+    # is given (a pod's CPU request), with OMP/OpenBLAS/MKL_NUM_THREADS alike, so that workers sharing a node
+    # do not each run a pool as wide as the node.
+    threads: int = Field(default=1, ge=1)
     # Where uploads, per-chip results and outputs live (workers.objectstore): unset, the data dir; a
     # directory; or s3://bucket/prefix (boto3 and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
     # for S3-compatible stores), so that hosts share only Redis and the bucket.
@@ -80,6 +87,18 @@ class Settings(BaseSettings):
     # How long a finished (done, failed, cancelled) job's record and outputs are kept: its Redis keys expire
     # then, and the next sweep (workers.retention) deletes its files. 0 keeps them until DELETE.
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # Back-pressure: the API refuses new jobs and uploads (429 queue_full, with Retry-After) once Redis's
+    # used_memory passes this fraction of its maxmemory, so the jobs already accepted keep the headroom they
+    # need to finish (chip bookkeeping grows while they run) and Redis never reaches its cap and refuses a
+    # worker's write. No effect on a Redis without maxmemory.
+    redis_memory_high_water: float = Field(default=0.8, gt=0, le=1)
+    # How long the API trusts its last look at Redis's INFO memory and at the object store before looking
+    # again: one probe per interval, not one per request.
+    admission_check_s: float = Field(default=2.0, ge=0)
+    # A file `spikescan worker` touches every few seconds while its loop (or a long task) makes progress: a
+    # liveness/readiness probe checks its age (deploy/workers.yaml). Private to the worker (its /tmp), never
+    # on a shared volume. Unset: no file.
+    worker_alive_file: Path | None = None
     # Chips that failed this many deliveries go to the dead-letter list.
     max_chip_attempts: int = 3
     # A chip held longer than this by a silent worker is reclaimed by another.
@@ -89,6 +108,15 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"https?://[^/\s]+", value.strip()):
+            raise ValueError(f"SPIKESCAN_PUBLIC_URL must be an absolute http(s) URL, got {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("input_roots", mode="before")
     @classmethod

@@ -160,6 +160,40 @@ class BackendUnavailable(SpikescanError, RuntimeError):
     code = "backend_unavailable"
 
 
+class Unavailable(SpikescanError, RuntimeError):
+    """The server cannot take this request now but can later: nothing was recorded, and the caller should
+    repeat it after ``retry_after_s`` seconds (the HTTP edge sends that as ``Retry-After``). Never raised in
+    a worker for a job's input: it is the server's state, not the caller's mistake."""
+
+    code = "unavailable"
+    retry_after_s = 10
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class QueueFull(Unavailable):
+    """Back-pressure: Redis is near (or at) its memory cap, so new jobs wait until running ones drain it."""
+
+    code = "queue_full"
+    retry_after_s = 30  # jobs drain at the pace of inference: minutes, not seconds
+
+
+class QueueUnavailable(Unavailable):
+    """Redis is unreachable or restarting."""
+
+    code = "queue_unavailable"
+    retry_after_s = 5
+
+
+class StorageDown(Unavailable):
+    """The object store of ``SPIKESCAN_STORAGE_URL`` does not answer (down, unreachable, throttling)."""
+
+    code = "storage_unavailable"
+
+
 class DataUnavailable(SpikescanError, RuntimeError):
     """Packaged data could not be fetched or failed its checksum."""
 

@@ -13,8 +13,8 @@ Files of a job live in the job's storage (``workers.objectstore``: the data dir,
 worker writes the outputs in its own ``<data_dir>/jobs/<id>/out/`` first; with a bucket it uploads them.
 
 Retention: once a job is finished its chip bookkeeping (queued set, row counts) is deleted and its record
-expires after ``result_ttl`` seconds (``SPIKESCAN_RESULT_TTL_S``); ``workers.retention`` then removes its
-files and index entries.
+(with its batch's job list) expires after ``result_ttl`` seconds (``SPIKESCAN_RESULT_TTL_S``);
+``workers.retention`` then removes its files and index entries.
 """
 
 from __future__ import annotations
@@ -291,6 +291,11 @@ def _decode(raw: dict[bytes, bytes]) -> Job:
     return Job(**kwargs)  # type: ignore[arg-type]
 
 
+def batch_key(batch_id: str) -> str:
+    """The list of a batch's job ids (``POST /v1/batches``)."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
 def new_id(prefix: str = "j") -> str:
     return prefix + secrets.token_hex(10)
 
@@ -459,13 +464,30 @@ class JobStore:
         return result == 1
 
     def _retire(self, job_id: str) -> None:
-        """A job just finished: drop its running bookkeeping, and start its record's retention clock."""
+        """A job just finished: drop its running bookkeeping, and start its record's retention clock — and
+        its batch list's: every job of a batch that finishes sets the list's TTL afresh, so the list expires
+        with the record of the batch's last job to finish, never while one of its jobs can still be shown."""
+        batch = self.client.hget(self.key(job_id), "batch") if self.result_ttl_s > 0 else None
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(*(self.key(job_id, p) for p in _RUNNING_PARTS))
         if self.result_ttl_s > 0:
             for part in _KEPT_PARTS:
                 pipe.expire(self.key(job_id, part), self.result_ttl_s)
+            if batch:
+                pipe.expire(batch_key(batch.decode()), self.result_ttl_s)
         pipe.execute()
+
+    def record_batch(self, batch_id: str, job_ids: list[str]) -> None:
+        """List a batch's jobs. Its TTL is set as its jobs finish (``_retire``); should every one of them
+        have finished before this list existed (tiny scenes, fast workers), it is set here instead."""
+        self.client.rpush(batch_key(batch_id), *job_ids)
+        if self.result_ttl_s > 0:
+            jobs = [self.find(j) for j in job_ids]
+            if all(job is None or job.terminal for job in jobs):
+                self.client.expire(batch_key(batch_id), self.result_ttl_s)
+
+    def batch_jobs(self, batch_id: str) -> list[str]:
+        return [x.decode() for x in self.client.lrange(batch_key(batch_id), 0, -1)]
 
     def fail(self, job_id: str, message: str) -> bool:
         return self.move(job_id, "failed", error=message)

@@ -74,6 +74,9 @@ class ObjectStore(ABC):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under ``prefix``; nothing there is no error."""
 
+    def check(self) -> None:  # noqa: B027 - a directory needs no probe: a full one is a 507 on write
+        """Raise ``StorageUnavailable`` if the store cannot be reached now (the API's admission probe)."""
+
     def publish_dir(self, directory: Path, prefix: str, last: str | None = None) -> None:
         """Store every file of ``directory`` under ``prefix`` (``last`` after the others: the completeness
         marker a reader trusts), then remove the directory."""
@@ -169,6 +172,10 @@ class S3Store(ObjectStore):
         # Standard retries ride out a restarting store's short hiccups before we call it unavailable.
         config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60)
         self.client: Any = boto3.client("s3", config=config)
+        # The API's admission probe asks "is it up right now?": one try, answered in seconds, not the
+        # retries and timeouts that ride out a hiccup during real work.
+        quick = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=5)
+        self.probe: Any = boto3.client("s3", config=quick)
         self.transfer = TransferConfig(
             multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=2
         )
@@ -190,6 +197,14 @@ class S3Store(ObjectStore):
                 raise FileNotFoundError(kwargs.get("Key", "")) from None
             raise StorageUnavailable(f"{self.ref('')}: {code or exc}") from None
         except BotoCoreError as exc:
+            raise StorageUnavailable(f"{self.ref('')}: {exc}") from None
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.probe.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"{self.ref('')}: {exc}") from None
 
     def move_in(self, key: str, path: Path) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import redis
 
 PREFIX = "spikescan"
+# Dead-letter records kept per stream (the newest): enough to diagnose a bad day, bounded in Redis memory.
+DEAD_LETTERS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,10 @@ class WorkStream:
         pipe = self.client.pipeline(transaction=True)
         if records:
             pipe.rpush(self.dead_key, *(json.dumps(r) for r in records))
+            # An operator's log, not the record of truth (each failed chip is also in its job's ``failed``
+            # set and ``failures``, which expire with the job): the newest are kept, so that a flood of
+            # failures cannot fill Redis.
+            pipe.ltrim(self.dead_key, -DEAD_LETTERS_KEPT, -1)
         pipe.xack(self.key, self.group, delivery.id)
         pipe.xdel(self.key, delivery.id)
         pipe.execute()

@@ -68,6 +68,7 @@ ROLES = ("chip", "infer", "mosaic")
 _OPEN_SCENES = 8
 _PRUNE_EVERY_S = 600.0
 _LIVE_CHECK_S = 0.25
+_ALIVE_EVERY_S = 5.0  # how often the liveness file is touched at most (SPIKESCAN_WORKER_ALIVE_FILE)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Worker:
     mosaics: dict[str, _Mosaic] = field(default_factory=dict)  # jobs this mosaicker follows (``mosaic_once``)
     next_mosaic_take: float = 0.0
     take_count: int = 0
+    _alive_due: float = 0.0
 
     def __post_init__(self) -> None:
         self.store = JobStore.for_settings(self.client, self.settings)
@@ -115,6 +117,28 @@ class Worker:
                 f"accepted with ({job.model_id}); deploy the same model everywhere"
             )
         return pkg
+
+    def alive(self) -> None:
+        """Touch ``SPIKESCAN_WORKER_ALIVE_FILE`` (a Kubernetes probe checks its age), at most every few
+        seconds: from the loop and from long tasks' heartbeats, so a worker stuck anywhere — a hung read, a
+        deadlock — stops touching it and is restarted, while one chipping a huge scene is not."""
+        path = self.settings.worker_alive_file
+        now = time.monotonic()
+        if path is None or now < self._alive_due:
+            return
+        self._alive_due = now + _ALIVE_EVERY_S
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def heartbeat(self, stream: WorkStream, d: Delivery) -> Callable[[], None]:
+        """``stream.heartbeat`` for a long task that also keeps this worker's liveness file fresh."""
+        touch = stream.heartbeat(d, self.consumer)
+
+        def beat() -> None:
+            touch()
+            self.alive()
+
+        return beat
 
     def backend(self, pkg: ModelPackage) -> Backend:
         engine = self._backends.get(pkg.id)
@@ -195,14 +219,31 @@ def _fail_job(w: Worker, job_id: str, exc: BaseException) -> None:
         log.warning("job %s: chip results not deleted (%s); the retention sweep will", job_id, exc)
 
 
+def _unless_storage_down(w: Worker, job_id: str, exc: BaseException) -> None:
+    """Return if the job's storage answers: ``exc`` is then the job's own failure. If the store is down,
+    raise ``StorageUnavailable`` instead: a scene in the bucket that cannot be read, a result that cannot be
+    stored are the store's fault, so neither failing the job nor spending one of its chips' attempts is
+    right. The task's entries stay pending (unacked), ``run`` waits for the store, and the job goes on once
+    it is back (its entries reclaimed after the claim timeout: one delivery per outage)."""
+    try:
+        w.store.objects.check()
+    except StorageUnavailable as down:
+        log.warning("job %s: storage unavailable (%s); its task waits for the store", job_id, down)
+        w.forget(job_id)  # its scene (/vsis3/) is opened afresh once the store is back
+        raise down from exc
+
+
 def _guarded(w: Worker, stream: WorkStream, d: Delivery, job_id: str, task: Callable[[], None]) -> None:
-    """Run one task; input errors fail the job, other errors go back to the queue (then dead letters)."""
+    """Run one task; input errors fail the job, other errors go back to the queue (then dead letters), and
+    any error while the job's storage is down leaves the task pending until it is back."""
     try:
         task()
     except SpikescanError as exc:
+        _unless_storage_down(w, job_id, exc)
         _fail_job(w, job_id, exc)
         stream.ack([d.id])
     except Exception as exc:
+        _unless_storage_down(w, job_id, exc)
         log.exception("task %s of job %s failed (attempt %d)", stream.name, job_id, d.attempts)
         dead = stream.retry(d, w.consumer, f"{type(exc).__name__}: {exc}")
         if dead is not None:
@@ -236,7 +277,7 @@ def _chip_job(w: Worker, job: Job, d: Delivery) -> None:
         w.streams.chip.ack([d.id])
         return
     pkg = w.package(job)
-    beat = w.streams.chip.heartbeat(d, w.consumer)
+    beat = w.heartbeat(w.streams.chip, d)
     with input_check.open_for_job(job.scene, pkg.card, job.bands, job.extra) as scene:
         grid = ChipGrid.for_model(
             scene.width, scene.height, pkg.card.patch_size, pkg.card.output_stride, job.stride
@@ -331,16 +372,20 @@ def _infer_group(w: Worker, job: Job, group: list[Delivery]) -> None:
         _infer_chips(w, job, [c for _, c in chips], group)
         return
     except SpikescanError as exc:
+        _unless_storage_down(w, job.id, exc)
         _fail_job(w, job.id, exc)
         w.streams.infer.ack(d.id for d in group)
         return
     except Exception as exc:
+        _unless_storage_down(w, job.id, exc)
         if len(chips) == 1:
             log.exception("chip %s of job %s failed (attempt %d)", chips[0][1].id, job.id, group[0].attempts)
             failed = {group[0].id: [(chips[0][1], f"{type(exc).__name__}: {exc}")]}
         else:
             log.warning("batch of %d chips of job %s failed (%s); trying each alone", len(chips), job.id, exc)
             failed = _one_by_one(w, job, chips)
+            if failed:  # the store may have gone down meanwhile: then the chips that failed are not to blame
+                _unless_storage_down(w, job.id, exc)
     if failed is None:
         w.streams.infer.ack(d.id for d in group)
         return
@@ -487,7 +532,7 @@ def _open_mosaic(w: Worker, d: Delivery) -> None:
     if job.status == "mosaicking" and _outputs_complete(w.store, job):
         _record_done(w, job, d)
         return
-    beat = w.streams.mosaic.heartbeat(d, w.consumer)
+    beat = w.heartbeat(w.streams.mosaic, d)
     # Stage times of a job that ran on several machines: wall time since the job was created is the total.
     watch = report.Stopwatch(_start=time.perf_counter() - (time.time() - job.created))
     w.mosaics[job_id] = m = _Mosaic(job, d, beat, watch)
@@ -507,19 +552,22 @@ def _drop_mosaic(w: Worker, job_id: str) -> None:
 def _advance(w: Worker, m: _Mosaic) -> bool:
     """Feed what is ready of one open mosaic, finish it if it is complete; True if anything happened.
     Input errors fail the job; other errors hand the message back (then dead letters); a Redis outage
-    leaves the mosaic open, to go on where it was once Redis is back."""
+    leaves the mosaic open, to go on where it was once Redis is back. A storage outage drops the mosaic but
+    leaves its message pending: once the store is back, the message is reclaimed and the mosaic made afresh
+    from the stored chip results (an outage may have cut it anywhere, uploading the outputs included)."""
     try:
         with writing(w.store.out_dir(m.job.id)):
             return _advance_rows(w, m)
     except redis.ConnectionError:
         raise
-    except SpikescanError as exc:
-        _drop_mosaic(w, m.job.id)
-        _fail_job(w, m.job.id, exc)
-        w.streams.mosaic.ack([m.delivery.id])
     except Exception as exc:
-        log.exception("mosaic of job %s failed (attempt %d)", m.job.id, m.delivery.attempts)
         _drop_mosaic(w, m.job.id)
+        _unless_storage_down(w, m.job.id, exc)
+        if isinstance(exc, SpikescanError):
+            _fail_job(w, m.job.id, exc)
+            w.streams.mosaic.ack([m.delivery.id])
+            return True
+        log.exception("mosaic of job %s failed (attempt %d)", m.job.id, m.delivery.attempts)
         dead = w.streams.mosaic.retry(m.delivery, w.consumer, f"{type(exc).__name__}: {exc}")
         if dead is not None:
             _fail_job(w, m.job.id, RuntimeError(dead.reason))
@@ -674,6 +722,7 @@ def run(w: Worker, roles: list[str], should_stop: Callable[[], bool]) -> None:
     next_prune = 0.0
     try:
         while not should_stop():
+            w.alive()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + _prune_every_s(w.settings)
                 _prune(w)
@@ -684,6 +733,12 @@ def run(w: Worker, roles: list[str], should_stop: Callable[[], bool]) -> None:
                 log.warning("Redis unavailable (%s); retrying in 1 s", exc)
                 busy = False
                 time.sleep(1.0)
+            except StorageUnavailable as exc:
+                # The store is down (``_unless_storage_down``): take no work until it answers, so that no
+                # task spends its attempts on the outage; what this worker holds is reclaimed afterwards.
+                log.warning("storage unavailable (%s); waiting for it before taking more work", exc)
+                busy = False
+                _wait_for_storage(w, should_stop)
             except Exception:
                 # A worker must outlive any one task: what it held unacked is redelivered or reclaimed.
                 log.exception("unexpected error in worker %s; carrying on", w.consumer)
@@ -693,6 +748,20 @@ def run(w: Worker, roles: list[str], should_stop: Callable[[], bool]) -> None:
                 time.sleep(0.1)
     finally:
         w.close()
+
+
+def _wait_for_storage(w: Worker, should_stop: Callable[[], bool], every_s: float = 1.0) -> None:
+    """Until the store answers (or the worker is stopped); the liveness file stays fresh meanwhile: a worker
+    waiting for the store is not stuck, and restarting it would not bring the store back."""
+    while not should_stop():
+        w.alive()
+        try:
+            w.store.objects.check()
+        except StorageUnavailable:
+            time.sleep(every_s)
+            continue
+        log.info("storage is back; taking work again")
+        return
 
 
 def _prune(w: Worker) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Any
+from urllib.parse import urljoin
 
 from affine import Affine
 from pyproj import Transformer
@@ -120,3 +121,18 @@ def item_id(scene_name: str, model_name: str, model_id: str) -> str:
     stem = scene_name.rsplit(".", 1)[0] if "." in scene_name.strip(".") else scene_name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "scene"
     return f"{safe}-{model_name}-{model_id.split(':')[-1][:12]}"
+
+
+def published(item: dict[str, Any], results_url: str) -> dict[str, Any]:
+    """``item`` as served from ``results_url`` (the absolute URL of the directory holding its files, e.g.
+    ``https://host/v1/jobs/<id>/results``): every relative asset href made absolute and a ``self`` link
+    added, so the Item still leads to its files once it is handed on (a STAC browser, a catalog, an email).
+    The stored ``item.json`` keeps relative hrefs: next to its files (``predict --out``) they are right."""
+    base = results_url.rstrip("/") + "/"
+    assets = {
+        key: {**asset, "href": urljoin(base, asset["href"])} if "href" in asset else asset
+        for key, asset in item.get("assets", {}).items()
+    }
+    links = [link for link in item.get("links", []) if link.get("rel") != "self"]
+    links.insert(0, {"rel": "self", "href": base + "item.json", "type": "application/geo+json"})
+    return {**item, "assets": assets, "links": links}

@@ -6,12 +6,14 @@ and error a single submission of it would have got. Only when no scene is accept
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import anyio
+import redis
 from fastapi import APIRouter, Request
 
-from service.deps import CallerDep, Services, ServicesDep, base_url
+from service.deps import AdmittedCallerDep, CallerDep, Services, ServicesDep, base_url
 from service.errors import status_for
 from service.routes.jobs import (
     accepted,
@@ -35,7 +37,6 @@ from service.storage import Upload
 from spikescan.errors import InvalidInput, NotFound, SpikescanError, option
 from workers import aoi as aois
 from workers.jobs import Job, new_id
-from workers.queue import PREFIX
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
@@ -102,12 +103,15 @@ def _each_on_its_own(svc: Services, scenes: list[tuple[str, Callable[[], Job]]],
                 outcome.refused.append((scene, exc))
     except BaseException:
         for job in outcome.jobs:
-            svc.store.move(job.id, "cancelled", error="batch rejected")
+            # Redis at its memory cap refuses the move (a write) but not the delete (which frees memory), and
+            # a worker that finds the job gone drops it all the same.
+            with contextlib.suppress(redis.OutOfMemoryError):
+                svc.store.move(job.id, "cancelled", error="batch rejected")
             svc.store.delete(job)
             svc.store.remove_files(job.id)
         raise
     if outcome.jobs:
-        svc.client.rpush(f"{PREFIX}:batch:{batch}", *(j.id for j in outcome.jobs))
+        svc.store.record_batch(batch, [j.id for j in outcome.jobs])
     return outcome
 
 
@@ -157,7 +161,7 @@ def _upload_batch(svc: Services, owner: str, upload: Upload, batch: str) -> _Out
 
 
 @router.post("", status_code=202, response_model=BatchOut, openapi_extra=_BATCH_BODY)
-async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> BatchOut:
+async def submit_batch(request: Request, svc: ServicesDep, owner: AdmittedCallerDep) -> BatchOut:
     batch = new_id("b")
     if is_json(request):
         body = await json_body(request, BatchSubmission)
@@ -182,7 +186,7 @@ async def submit_batch(request: Request, svc: ServicesDep, owner: CallerDep) -> 
 
 @router.get("/{batch_id}", response_model=BatchStatus)
 def batch_status(batch_id: str, request: Request, svc: ServicesDep, owner: CallerDep) -> BatchStatus:
-    ids = [x.decode() for x in svc.client.lrange(f"{PREFIX}:batch:{batch_id}", 0, -1)]
+    ids = svc.store.batch_jobs(batch_id)
     jobs = [j for j in (svc.store.find(i) for i in ids) if j is not None and j.owner == owner]
     if not jobs:
         raise NotFound(f"no batch {batch_id!r}")

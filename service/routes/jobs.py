@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from service.deps import CallerDep, JobDep, Services, ServicesDep, base_url
+from service.deps import AdmittedCallerDep, CallerDep, JobDep, Services, ServicesDep, base_url
 from service.events import job_events
 from service.schemas import (
     AOI_HELP,
@@ -181,7 +181,7 @@ async def _submit_upload(request: Request, svc: Services, owner: str) -> Job:
 
 
 @router.post("", status_code=202, response_model=Accepted, openapi_extra=_UPLOAD_BODY)
-async def submit(request: Request, svc: ServicesDep, owner: CallerDep) -> Accepted:
+async def submit(request: Request, svc: ServicesDep, owner: AdmittedCallerDep) -> Accepted:
     """Upload a scene (multipart: ``scene`` file + ``model``) or name one on the server (JSON ``uri``)."""
     if is_json(request):
         body = await json_body(request, UriSubmission)

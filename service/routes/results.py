@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -14,13 +15,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from models import package
 from models.card import ModelCard
 from service import layers, preview
-from service.deps import JobDep, ServicesDep
+from service.deps import JobDep, Services, ServicesDep, base_url
 from service.layers import check_layer
 from service.objects import stored_response
 from service.schemas import ERROR_RESPONSES
 from service.tiles import render_tile
 from spikescan.errors import NotFound
-from workers import sources
+from workers import sources, stac
 from workers.jobs import OUTPUTS, Job, JobStore
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"], responses=ERROR_RESPONSES)
@@ -70,10 +71,23 @@ def _scene_tile(job: Job, card: ModelCard, z: int, x: int, y: int) -> bytes:
 
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
 def result(name: str, job: JobDep, svc: ServicesDep, request: Request) -> Response:
-    """One of the job's result files (HTTP Range honoured); an unknown name is a 404."""
+    """One of the job's result files (HTTP Range honoured); an unknown name is a 404. ``item.json`` comes
+    with absolute asset hrefs and a ``self`` link."""
+    return result_response(name, job, svc, request, f"{base_url(request)}/v1/jobs/{job.id}/results")
+
+
+def result_response(name: str, job: Job, svc: Services, request: Request, results_url: str) -> Response:
+    """A result file as served from ``results_url`` (the plain or the signed ``…/results``): the STAC Item
+    with its hrefs made absolute under it (``workers.stac.published``), any other file as stored."""
+    key = finished_key(svc.store, job, name)
+    if name == "item.json":
+        raw = svc.store.objects.get_bytes(key)
+        if raw is None:  # expired or deleted since the check
+            raise NotFound(f"job {job.id}: item.json is missing from its results")
+        return JSONResponse(stac.published(json.loads(raw), results_url), media_type=MEDIA[name])
     return stored_response(
         svc.store.objects,
-        finished_key(svc.store, job, name),
+        key,
         media_type=MEDIA[name],
         filename=name,
         range_header=request.headers.get("range"),

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from service.deps import ServicesDep
+from service.deps import ServicesDep, base_url
 from service.routes import results
 from service.schemas import ERROR_RESPONSES
 from spikescan.errors import NotFound
@@ -33,9 +33,11 @@ SignedJob = Annotated[Job, Depends(signed_job)]
 
 
 @router.api_route("/results/{name}", methods=["GET", "HEAD"], response_class=FileResponse)
-def signed_result(name: str, job: SignedJob, svc: ServicesDep, request: Request) -> Response:
-    """A result file, as ``GET /v1/jobs/{id}/results/{name}``, authorised by the URL's signature."""
-    return results.result(name=name, job=job, svc=svc, request=request)
+def signed_result(name: str, token: str, job: SignedJob, svc: ServicesDep, request: Request) -> Response:
+    """A result file, as ``GET /v1/jobs/{id}/results/{name}``, authorised by the URL's signature; the STAC
+    Item's asset hrefs are signed URLs too, so a client given the Item's link needs no key for its files."""
+    signed = f"{base_url(request)}/v1/jobs/{job.id}/signed/{token}/results"
+    return results.result_response(name, job, svc, request, signed)
 
 
 @router.get(

@@ -96,7 +96,11 @@ def test_outputs_are_valid_georeferenced_layers_identical_to_the_in_process_run(
     # The same STAC Item as the in-process pipeline writes (whose schema validity its own tests check),
     # apart from what differs per run: timings, and the id derived from the scene's path.
     ref_item = json.loads((osbs_reference / "item.json").read_text())
-    assert item["assets"] == ref_item["assets"] and item["bbox"] == ref_item["bbox"]
+    # Served with absolute hrefs (test_the_stac_item_served_has_absolute_links), stored with relative ones.
+    assert {k: {**a, "href": a["href"].rsplit("/", 1)[-1]} for k, a in item["assets"].items()} == ref_item[
+        "assets"
+    ]
+    assert item["bbox"] == ref_item["bbox"]
     assert item["geometry"] == ref_item["geometry"] and item["stac_extensions"] == ref_item["stac_extensions"]
     varying = {"spikescan:timings_s", "datetime", "created", "updated", "end_datetime"}
     props, ref_props = item["properties"], ref_item["properties"]
@@ -269,6 +273,38 @@ def test_signed_urls_open_without_a_key(stack: Stack, finished, read_bands) -> N
         meta = pyogrio.read_info(f"/vsicurl/{links['signed:detections.gpkg']}")
     expected = len(json.loads((out / "detections.geojson").read_text())["features"])
     assert meta["features"] == expected, [str(w.message) for w in seen]
+
+
+def test_the_stac_item_served_has_absolute_links_that_open(stack: Stack, finished) -> None:  # type: ignore[no-untyped-def]
+    accepted, _, _ = finished
+    links = _signed(stack, accepted["id"])
+    results = f"{stack.url}/v1/jobs/{accepted['id']}/results/"
+    with stack.client() as http:
+        item = http.get(links["item.json"]).json()
+        assert {"rel": "self", "href": results + "item.json", "type": "application/geo+json"} in item["links"]
+        for asset in item["assets"].values():
+            assert asset["href"].startswith(results), asset
+            assert http.head(asset["href"]).status_code == 200, asset
+    # Fetched by its signed URL, the Item leads to signed files: a STAC browser given the link needs no key.
+    with httpx.Client(timeout=60) as anonymous:
+        signed = anonymous.get(links["signed:item.json"]).json()
+        assert [x["href"] for x in signed["links"] if x["rel"] == "self"] == [links["signed:item.json"]]
+        for key, asset in signed["assets"].items():
+            assert asset["href"] == links[f"signed:{item['assets'][key]['href'].rsplit('/', 1)[-1]}"]
+            assert anonymous.head(asset["href"]).status_code == 200, asset
+
+
+def test_links_are_built_on_the_public_url_when_one_is_set(  # type: ignore[no-untyped-def]
+    new_stack, osbs_tif: Path, rgb_model: ModelPackage
+) -> None:
+    public = "https://scan.example.org/spikescan"
+    stack = new_stack(SPIKESCAN_PUBLIC_URL=public + "/")
+    with stack.client() as http, open(osbs_tif, "rb") as fh:
+        r = http.post("/v1/jobs", data={"model": rgb_model.name}, files={"scene": fh})
+    assert r.status_code == 202, r.text
+    job_links = r.json()["links"]
+    assert job_links["self"] == f"{public}/v1/jobs/{r.json()['id']}"
+    assert all(url.startswith(public + "/v1/jobs/") for url in job_links.values())
 
 
 @pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="GDAL's command-line tools are not installed")

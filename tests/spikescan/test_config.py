@@ -40,3 +40,15 @@ def test_a_relative_root_is_a_one_line_start_up_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "SPIKESCAN_INPUT_ROOTS" in lines[0] and "scenes" in lines[0], done.stderr
+
+
+def test_the_public_url_is_kept_without_its_trailing_slash_and_must_be_absolute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPIKESCAN_PUBLIC_URL", "https://scan.example.org/api/")
+    assert Settings().public_url == "https://scan.example.org/api"
+    monkeypatch.setenv("SPIKESCAN_PUBLIC_URL", "")
+    assert Settings().public_url is None
+    monkeypatch.setenv("SPIKESCAN_PUBLIC_URL", "scan.example.org")
+    with pytest.raises(ValueError, match="SPIKESCAN_PUBLIC_URL"):
+        Settings()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
+from workers import queue
 from workers.queue import Streams, WorkStream
 
 
@@ -108,3 +110,15 @@ def test_idle_consumers_holding_nothing_are_forgotten(redis_client: redis.Redis)
     time.sleep(0.2)
     assert sorted(s.prune_consumers(idle_s=0.1)) == ["also-finished", "finished"]
     assert s.lag()["consumers"] == 1  # the one still holding an entry stays until it is reclaimed
+
+
+def test_the_dead_letter_list_keeps_only_the_newest_records(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue, "DEAD_LETTERS_KEPT", 3)  # the bound, made small; Redis is real
+    s = _stream(redis_client, claim_s=5, attempts=1)
+    s.add_many({"chip": f"r0c{i}"} for i in range(5))
+    for _ in range(5):
+        [got], _ = s.take("w", 1, block_ms=10)
+        assert s.retry(got, "w", "boom") is not None
+    assert [r["fields"]["chip"] for r in s.dead_letters()] == ["r0c2", "r0c3", "r0c4"]

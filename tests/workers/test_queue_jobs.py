@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from spikescan.errors import NotFound
-from workers.jobs import JobStore
+from workers.jobs import JobStore, batch_key
 
 
 @pytest.fixture()
@@ -116,3 +116,32 @@ def test_workers_cannot_resurrect_a_deleted_job(store: JobStore, redis_client: r
     assert store.finish_chipping(j, 0) is False
     assert store.chips_done(j, ["r0c0"]) == (0, False)
     assert list(redis_client.scan_iter(f"*{j}*")) == [] and store.find(j) is None
+
+
+def test_a_batch_list_expires_with_its_last_job_to_finish(redis_client: redis.Redis, tmp_path: Path) -> None:
+    store = JobStore(redis_client, tmp_path, result_ttl_s=600)
+    first, second = (
+        store.create(j, "owner", "m", "sha256:x", Path("/x.tif"), uploaded=False, batch="b1").id
+        for j in ("j1", "j2")
+    )
+    store.record_batch("b1", [first, second])
+    key = batch_key("b1")
+    assert store.batch_jobs("b1") == [first, second] and redis_client.ttl(key) == -1  # both running
+    store.move(first, "cancelled")
+    assert 0 < redis_client.ttl(key) <= 600  # from the first job to finish: at most the TTL
+    redis_client.persist(key)
+    store.move(second, "failed", error="x")  # the last: the list goes with its record
+    assert 0 < redis_client.ttl(key) <= 600 and 0 < redis_client.ttl(store.key(second)) <= 600
+    # Every job finished before its batch was listed (tiny scenes, fast workers): expires all the same.
+    late = store.create("j3", "owner", "m", "sha256:x", Path("/x.tif"), uploaded=False, batch="b2").id
+    store.move(late, "cancelled")
+    store.record_batch("b2", [late])
+    assert 0 < redis_client.ttl(batch_key("b2")) <= 600
+
+
+def test_a_batch_list_is_kept_without_a_result_ttl(redis_client: redis.Redis, tmp_path: Path) -> None:
+    store = JobStore(redis_client, tmp_path)  # result_ttl_s=0: kept until DELETE
+    job = store.create("j1", "owner", "m", "sha256:x", Path("/x.tif"), uploaded=False, batch="b1").id
+    store.record_batch("b1", [job])
+    store.move(job, "cancelled")
+    assert redis_client.ttl(batch_key("b1")) == -1

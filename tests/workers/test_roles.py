@@ -157,3 +157,20 @@ def test_a_job_deleted_under_the_workers_leaves_no_trace_and_no_dead_worker(
     assert worker.streams.infer.lag()["backlog"] == 0
     assert not worker.store.job_dir(job_id).exists()
     roles._fail_job(worker, job_id, RuntimeError("late failure report"))  # must not raise either
+
+
+def test_a_worker_keeps_its_liveness_file_fresh_and_sizes_its_pool_to_its_threads(  # type: ignore[no-untyped-def]
+    tmp_path: Path, redis_server, redis_client: redis.Redis, rgb_model: ModelPackage, osbs_tif: Path
+) -> None:
+    alive = tmp_path / "tmp" / "alive"
+    w = roles.Worker(
+        _settings(tmp_path, redis_server, rgb_model, worker_alive_file=alive, threads=2), redis_client
+    )
+    try:
+        job = _submit(w, osbs_tif, rgb_model)
+        passes = iter(range(3))
+        roles.run(w, list(roles.STEPS), lambda: next(passes, None) is None)  # three passes of the loop
+        assert alive.is_file() and time.time() - alive.stat().st_mtime < 5
+        assert w.backend(w.package(w.store.get(job))).threads == 2  # what SPIKESCAN_THREADS asks for
+    finally:
+        w.close()

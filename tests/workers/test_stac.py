@@ -21,6 +21,8 @@ from pystac.validation.local_validator import get_local_schema_cache
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from workers.stac import published
+
 ITEM_SCHEMA = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
 # Field rules of https://stac-extensions.github.io/projection/v2.0.0/schema.json (not bundled offline).
 PROJ_V2 = {
@@ -151,3 +153,26 @@ def test_acquisition_times_are_parsed_or_refused(raw: str, start: str | None, en
         return
     assert got is not None and iso(got.start) == start
     assert iso(got.end) == (end or start)
+
+
+def test_a_published_item_has_absolute_hrefs_and_a_self_link() -> None:
+    stored = {"type": "Feature", "links": [{"rel": "self", "href": "old"}, {"rel": "license", "href": "x"}],
+              "assets": {"classes": {"href": "classes.tif", "type": "image/tiff"},
+                         "elsewhere": {"href": "https://other.example/a.tif"}}}
+    out = published(stored, "https://host/v1/jobs/j1/results/")
+    classes = {"href": "https://host/v1/jobs/j1/results/classes.tif", "type": "image/tiff"}
+    assert out["assets"]["classes"] == classes
+    assert out["assets"]["elsewhere"]["href"] == "https://other.example/a.tif"  # absolute already: kept
+    assert out["links"] == [
+        {"rel": "self", "href": "https://host/v1/jobs/j1/results/item.json", "type": "application/geo+json"},
+        {"rel": "license", "href": "x"},
+    ]
+    assert stored["assets"]["classes"]["href"] == "classes.tif"  # the stored item is not changed
+
+
+def test_a_published_item_is_still_a_valid_stac_item(osbs_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = osbs_run
+    item = published(json.loads((out / "item.json").read_text()), "http://127.0.0.1:8000/v1/jobs/j1/results")
+    errors = sorted(_validator().iter_errors(item), key=str)
+    assert not errors, errors[0].message
+    assert Item.from_dict(item).get_self_href() == "http://127.0.0.1:8000/v1/jobs/j1/results/item.json"

@@ -53,7 +53,9 @@ def _emulator(int8: bool) -> Callable[[ModelPackage, Settings | None], Backend]:
     def make(package: ModelPackage, settings: Settings | None) -> Backend:
         from workers.backends.emulator import EmulatorBackend
 
-        return EmulatorBackend(package, int8=int8)
+        # A worker's CPU share (SPIKESCAN_THREADS): onnxruntime's intra-op pool is sized to it, not to the
+        # node's cores, so that N pods on one node do not each start a pool of all its cores.
+        return EmulatorBackend(package, int8=int8, threads=settings.threads if settings else 1)
 
     return make
 

@@ -18,6 +18,7 @@ class EmulatorBackend(Backend):
         say which runs and why)."""
         super().__init__(package)
         self._emulator = Emulator(package, int8=int8, threads=threads)
+        self.threads = threads  # the int8 path's onnxruntime intra-op pool (SPIKESCAN_THREADS in a worker)
         self.path, self.fallback_reason = self._emulator.path, self._emulator.fallback_reason
 
     @property
