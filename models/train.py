@@ -222,8 +222,11 @@ def validation_score(card: ModelCard, prepared: datasets.Prepared, recipe: dict,
                       recipe.get("augment")), epochs=epochs, verbose=0)
     val = prepared.validation
     labels = val.labels.astype(np.int32)
-    loss = float(model.evaluate(val.pixels, labels, batch_size=256, verbose=0))
-    logits = model.predict(val.pixels, batch_size=256, verbose=0)
+    # Called directly, not through predict/evaluate: those build a tf.function per model and TensorFlow
+    # warns about retracing after a few candidates.
+    logits = np.concatenate([np.asarray(model(val.pixels[i:i + 256], training=False))
+                             for i in range(0, len(val), 256)])
+    loss = float(masked_loss(prepared.class_weights)(labels, logits))
     cm = metrics.confusion(labels.ravel(), logits.argmax(axis=-1).ravel(), len(card.classes))
     support = cm.sum(axis=1)
     recalls = np.diag(cm)[support > 0] / support[support > 0]
