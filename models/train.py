@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from models import board, datasets, package, tasks
+from models import board, datasets, metrics, package, tasks
 from models.card import Band, Detection, Encoding, FixedPoint, Layer, ModelCard, Normalisation, PopulationCode
 from models.emulator import Emulator, EmulatorResult
 from models.encoding import encode
@@ -198,6 +198,41 @@ def fit(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int,
     epochs = float_epochs + len(history.epoch)
     return model, {"float_unsharpened": float_scores, "keras_sharpened_float_weights": sharp_scores,
                    "sharpening": {"schedule": type(schedule).__name__, "epochs": epochs}}, epochs
+
+
+def validation_score(card: ModelCard, prepared: datasets.Prepared, recipe: dict, seed: int, epochs: int
+                     ) -> dict[str, object]:
+    """A short float training of ``card``'s network (``epochs`` epochs, no sharpening) scored on the
+    validation patches only: what the architecture search compares candidates by. The held-out test data
+    (``prepared.test``) is never looked at, so choosing a network leaves the card's test figures honest.
+
+    ``value`` is the balanced accuracy (mean recall over the classes validation has), robust to the class
+    imbalance of user labels; ``loss`` is the same class-weighted loss early stopping watches."""
+    from models.keras_model import build_trainable
+
+    if prepared.validation is None or not len(prepared.validation):
+        raise InvalidInput("the labels leave no validation patches to compare candidate networks on "
+                           "(label a larger area)")
+    keras.utils.set_random_seed(seed)  # every candidate starts from the same seeded state
+    model, _ = build_trainable(card)
+    model.compile(optimizer=keras.optimizers.Adam(float(recipe["learning_rate"])),
+                  loss=masked_loss(prepared.class_weights))
+    started = time.monotonic()
+    model.fit(Batches(prepared.train, int(recipe["batch_size"]), seed, float(recipe.get("jitter", 0.0)),
+                      recipe.get("augment")), epochs=epochs, verbose=0)
+    val = prepared.validation
+    labels = val.labels.astype(np.int32)
+    # Called directly, not through predict/evaluate: those build a tf.function per model and TensorFlow
+    # warns about retracing after a few candidates.
+    logits = np.concatenate([np.asarray(model(val.pixels[i:i + 256], training=False))
+                             for i in range(0, len(val), 256)])
+    loss = float(masked_loss(prepared.class_weights)(labels, logits))
+    cm = metrics.confusion(labels.ravel(), logits.argmax(axis=-1).ravel(), len(card.classes))
+    support = cm.sum(axis=1)
+    recalls = np.diag(cm)[support > 0] / support[support > 0]
+    return {"value": round(float(recalls.mean()), 4), "metric": "validation balanced accuracy (float)",
+            "loss": round(loss, 4), "epochs": epochs, "validation_cells": int(support.sum()),
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def sharpening_schedule(recipe: dict, n_layers: int):  # type: ignore[no-untyped-def]

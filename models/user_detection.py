@@ -2,8 +2,9 @@
 
 The tree recipe's method on the user's data (``models.datasets``): object-centre labels in three size bins
 (``centre_labels``, ``size_bins``; bin edges at the training objects' size terciles), per-scene colour
-standardisation, the tree network (or a smaller one when the SpiNNaker budget asks), peak picking with its
-threshold chosen on validation strips (``train.tune_detection`` → ``tasks.detection.choose_min_score``).
+standardisation, the tree network or a smaller one of its shape (``SHAPES``: the architecture search of
+``models.user_arch`` within the SpiNNaker budget, scored on the validation bands' patches), peak picking with
+its threshold chosen on validation strips (``train.tune_detection`` → ``tasks.detection.choose_min_score``).
 
 Split: each scene's labelled window is cut into vertical bands (at least two chips wide); whole bands, in a
 seeded order, are held out for the card's test figures (~25 %) and for validation (~15 %: early stopping and
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import baselines, datasets, package, train, user_arch
+from models import baselines, datasets, package, train
 from models.datasets import (
     PatchSet,
     Scene,
@@ -44,7 +45,7 @@ from spikescan.errors import InvalidInput
 TEST_FRACTION, VAL_FRACTION = 0.25, 0.15
 PATCH, STRIDE = 48, 4  # the tree model's chip and output cell (model pixels)
 FEW_OBJECTS = 50  # fewer training (or held-out) objects than this: the user is warned
-# The tree network, then a smaller one of the same shape when the core budget asks for it.
+# The tree network, then smaller ones of the same shape: the architecture search's candidates.
 SHAPES = [[12, 32, 32, 32], [8, 16, 16, 16], [8, 12, 12]]
 
 
@@ -244,7 +245,13 @@ def finish_card(pkg: package.ModelPackage, test: list[Band], val: list[Band], wh
 
 def main(args: argparse.Namespace) -> int:
     from models.user_labels import open_raster, scene_gsd
-    from models.user_train import band_names, parse_bands, provenance_images, write_atomically
+    from models.user_train import (
+        band_names,
+        choose_network,
+        parse_bands,
+        provenance_images,
+        write_atomically,
+    )
 
     seed = int(args.seed if args.seed is not None else 1)
     images = [Path(p) for p in args.images]
@@ -266,12 +273,7 @@ def main(args: argparse.Namespace) -> int:
                              "crs": objects.crs.to_string(),
                              "features": objects.features_read, "features_used": len(objects.geometries)},
                   "images": provenance_images(reads), "licence": "the user's own data"}]})
-    shapes = [(f, layers(f)) for f in SHAPES]
-    chosen, arch = user_arch.choose(
-        lambda spec: train.make_card({**recipe, "layers": spec}, prepared.thresholds, seed),
-        int(args.max_cores_per_copy), shapes)
-    recipe["layers"] = chosen
-    prepared.notes["architecture"] = arch
+    chosen = choose_network(args, recipe, prepared, seed, progress, [(f, layers(f)) for f in SHAPES])
     sharpening = int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(chosen)))
     progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]
     command = "spikescan " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])

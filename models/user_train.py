@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models import datasets, package, train, user_arch, user_dataset
+from models.card import ModelCard
 from models.progress import EpochProgress
 from models.user_labels import open_raster, scene_gsd, sha256_of
 from spikescan.errors import InvalidInput
@@ -98,8 +99,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise InvalidInput(f"{out}: already exists and is not empty; choose a new --out")
     if args.patch is None:
         args.patch = 16 if args.task == "segmentation" else 48
-    if args.patch < 8 or args.epochs < 1 or args.max_cores_per_copy < 1:
-        raise InvalidInput("--patch must be at least 8, --epochs and --max-cores-per-copy at least 1")
+    if args.patch < 8 or min(args.epochs, args.max_cores_per_copy, args.search_epochs) < 1:
+        raise InvalidInput("--patch must be at least 8, --epochs, --search-epochs and --max-cores-per-copy "
+                           "at least 1")
     if args.task == "detection" and args.patch % 4:
         raise InvalidInput("--patch must be a multiple of 4 for detection (4-pixel output cells)")
 
@@ -129,11 +131,7 @@ def main(args: argparse.Namespace) -> int:
     data.notes.update(provenance(labels, reads))
     prepared = datasets.finish(recipe, data.train, data.test, data.notes)
     prepared.validation, prepared.baseline = data.validation, data.baseline
-    layers, arch = user_arch.choose(
-        lambda spec: train.make_card({**recipe, "layers": spec}, prepared.thresholds, seed),
-        int(args.max_cores_per_copy))
-    recipe["layers"] = layers
-    prepared.notes["architecture"] = arch
+    layers = choose_network(args, recipe, prepared, seed, progress)
     sharpening = int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(layers)))
     progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]
     argv = getattr(args, "argv", None) or sys.argv[1:]
@@ -150,6 +148,30 @@ def main(args: argparse.Namespace) -> int:
               f"{m['majority_baseline']['overall_accuracy']:.2f}")  # type: ignore[index]
         print(f"package {pkg.id} written to {args.out}")
     return 0
+
+
+def choose_network(args: argparse.Namespace, recipe: dict, prepared: datasets.Prepared, seed: int,
+                   progress: EpochProgress, candidates: list[tuple[list[int], user_arch.Layers]] | None = None
+                   ) -> user_arch.Layers:
+    """The architecture search within ``--max-cores-per-copy`` (``models.user_arch``), each candidate trained
+    for ``--search-epochs`` (at most ``--epochs``) on the training patches and scored on the validation
+    patches; sets the recipe's layers and records the search in the card's training notes."""
+    train.configure_tf(seed, int(recipe.get("threads", min(2, os.cpu_count() or 1))))
+    epochs = min(int(args.search_epochs), int(recipe["float_epochs"]))
+
+    def score(card: ModelCard) -> dict[str, object]:
+        result = train.validation_score(card, prepared, recipe, seed, epochs)
+        progress.event({"event": "candidate", "layers": [la.filters for la in card.layers[:-1]], **result},
+                       f"  validation balanced accuracy {result['value']:.3f} (loss {result['loss']:.3f}, "
+                       f"{result['seconds']:.0f} s)")
+        return result
+
+    layers, arch = user_arch.search(
+        lambda spec: train.make_card({**recipe, "layers": spec}, prepared.thresholds, seed),
+        int(args.max_cores_per_copy), score, candidates, announce=progress.stage)
+    recipe["layers"] = layers
+    prepared.notes["architecture"] = arch
+    return layers
 
 
 def provenance(labels: user_dataset.Labels, reads: list[user_dataset.SceneRead]) -> dict[str, object]:

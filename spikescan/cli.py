@@ -170,7 +170,7 @@ def _vector_arguments(p: argparse.ArgumentParser) -> None:
 
 def _own_label_arguments(p: argparse.ArgumentParser) -> None:
     """``spikescan train --task ...``: a model from the user's scenes and vector labels (user_train)."""
-    from models.user_arch import DEFAULT_MAX_CORES
+    from models.user_arch import DEFAULT_COPIES, DEFAULT_MAX_CORES, DEFAULT_SEARCH_EPOCHS
 
     p.add_argument("--task", default=None, choices=["segmentation", "detection"],
                    help="train on your own labels (instead of a RECIPE)")
@@ -192,7 +192,11 @@ def _own_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=30,
                    help="float epochs at most (early stopping on validation)")
     p.add_argument("--max-cores-per-copy", type=int, default=DEFAULT_MAX_CORES, metavar="N",
-                   help=f"SpiNNaker cores one copy may take (default {DEFAULT_MAX_CORES}: 4 copies a board)")
+                   help=f"SpiNNaker cores one copy may take: candidate networks over it are not tried "
+                        f"(default {DEFAULT_MAX_CORES}: {DEFAULT_COPIES} copies a board)")
+    p.add_argument("--search-epochs", type=int, default=DEFAULT_SEARCH_EPOCHS, metavar="N",
+                   help="float epochs each candidate network trains before they are compared on the "
+                        f"validation patches (default {DEFAULT_SEARCH_EPOCHS})")
     p.add_argument("--name", default=None, help="model name (default: the --out directory's name)")
     p.add_argument("--json", action="store_true", help="progress and result as JSON lines on stdout")
 

@@ -68,7 +68,7 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     scene, labels, boxes, _ = yell
     out = tmp_path / "crowns"
     argv = ["train", "--task", "detection", "--images", str(scene), "--labels", str(labels), "--gsd", "0.2",
-            "--label-field", "kind", "--epochs", "2", "--json", "--out", str(out)]
+            "--label-field", "kind", "--epochs", "2", "--search-epochs", "1", "--json", "--out", str(out)]
     assert cli_main(argv) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["warnings"] == []  # 148 + 93 crowns: enough
@@ -97,6 +97,11 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     assert m["board_class_agreement"]["value"] == 1.0  # type: ignore[index]
     assert m["emulator_keras_agreement"]["patches_identical"] == 1.0  # type: ignore[index]
     assert t["data"][0]["labels"]["file"] == "crowns.gpkg"  # type: ignore[index]
+    # The default budget (4 copies a board) admits every tree-shaped candidate: each was scored on the
+    # validation bands' patches and the best one trained.
+    arch = t["architecture"]
+    scores = {tuple(c["conv_filters"]): c["validation"]["value"] for c in arch["candidates"]}  # type: ignore[index]
+    assert len(scores) == 3 and scores[tuple(arch["chosen"])] == max(scores.values())  # type: ignore[index]
 
     report = pipeline.run(scene, out, tmp_path / "scan")
     assert report["chips"]["processed"] > 0

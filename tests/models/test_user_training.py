@@ -15,10 +15,12 @@ import rasterio
 import shapely
 from pyogrio.raw import read, write
 
-from models import package, user_dataset
+from models import package, train, user_arch, user_dataset
+from models.card import ModelCard
 from models.user_train import write_atomically
 from spikescan import data
 from spikescan.cli import main as cli_main
+from spikescan.errors import InvalidInput
 
 FIELD = "landuse"
 
@@ -56,10 +58,12 @@ def train_args(labels: Path, out: Path, *extra: str) -> list[str]:
 def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
         labels_gpkg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from workers import pipeline
-    from workers.spinnaker.planner import plan
 
     out = tmp_path / "mine"
-    assert cli_main(train_args(labels_gpkg, out, "--epochs", "2", "--json")) == 0
+    # A budget of 60 cores per copy drops the three largest candidates untrained (80, 72 and 64 cores for
+    # these 5 bands and 7 classes); the three others are trained briefly and compared on validation.
+    assert cli_main(train_args(labels_gpkg, out, "--epochs", "2", "--search-epochs", "1",
+                               "--max-cores-per-copy", "60", "--json")) == 0
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     epochs = [e for e in events if e["event"] == "epoch"]
@@ -90,13 +94,26 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     assert used["sha256"] == hashlib.sha256(labels_gpkg.read_bytes()).hexdigest()
     assert "--labels" in t["command"] and str(labels_gpkg) in t["command"]  # type: ignore[operator]
     arch = t["architecture"]
-    assert arch["candidates"][-1]["cores_per_copy_at_most"] <= arch["max_cores_per_copy"] == 189  # type: ignore[index]
+    assert arch["max_cores_per_copy"] == 60  # type: ignore[index]
+    tried = [c for c in arch["candidates"] if c["within_budget"]]  # type: ignore[index]
+    dropped = [c for c in arch["candidates"] if not c["within_budget"]]  # type: ignore[index]
+    assert len(tried) == 3 and len(dropped) == 3
+    assert all(c["cores_per_copy_at_most"] > 60 and c["validation"] is None for c in dropped)
+    assert all(c["cores_per_copy_at_most"] <= 60 and c["validation"]["epochs"] == 1 for c in tried)
+    best = max(c["validation"]["value"] for c in tried)
+    chosen = next(c for c in tried if c["conv_filters"] == arch["chosen"])  # type: ignore[index]
+    assert chosen["validation"]["value"] == best
+    assert [la.filters for la in card.layers[:-1]] == arch["chosen"]  # type: ignore[index]
+    searched = [e for e in events if e["event"] == "candidate"]
+    assert [e["value"] for e in searched] == [c["validation"]["value"] for c in tried]
     assert any("class 'agriculture'" in w for w in t["warnings"])  # type: ignore[union-attr]
 
-    # the real SpiNNaker plan of the trained package stays within the chosen network's dense-weight bound
-    planned = plan(pkg)
-    assert planned.cores_per_copy <= arch["candidates"][-1]["cores_per_copy_at_most"]  # type: ignore[index]
-    assert planned.copies_per_board >= 4
+    # `spikescan plan` on the package: the real plan stays within the chosen network's dense-weight bound
+    capsys.readouterr()
+    assert cli_main(["plan", "--model", str(out)]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["cores_per_copy"] <= chosen["cores_per_copy_at_most"] <= 60
+    assert planned["copies_per_board"] >= 12 and planned["model_id"] == pkg.id
 
     report = pipeline.run(scene(), out, tmp_path / "scan")
     with rasterio.open(tmp_path / "scan" / "classes.tif") as src:
@@ -120,6 +137,62 @@ def test_a_full_run_beats_the_majority_class_on_the_held_out_blocks(labels_gpkg:
     assert cli_main(train_args(labels_gpkg, tmp_path / "full", "--epochs", "30")) == 0
     m = package.load(tmp_path / "full").card.metrics
     assert m["spiking"]["overall_accuracy"] > m["majority_baseline"]["overall_accuracy"] + 0.1  # type: ignore[index]
+
+
+def test_the_default_budget_fits_four_copies_on_a_board() -> None:
+    from workers.spinnaker.cores import copies_that_fit
+
+    most = user_arch.DEFAULT_MAX_CORES
+    assert copies_that_fit(most) >= 4 > copies_that_fit(most + 1)
+
+
+def _make_card(spec: user_arch.Layers) -> ModelCard:
+    """A card of a 5-band, 3-class user model with the layers ``spec`` (no training needed to count)."""
+    recipe = {"name": "u", "version": "1.0.0", "task": "segmentation", "summary": "", "dataset": "user",
+              "classes": ["a", "b", "c"], "colors": [[0, 0, 0, 255]] * 3, "target_classes": ["b", "c"],
+              "bands": [{"name": f"b{i}", "description": ""} for i in range(5)], "gsd_m": 30.0,
+              "patch_size": 16, "output_stride": 1, "levels": 8, "neurons_per_class": 3, "beta": 2.0,
+              "layers": spec}
+    return train.make_card(recipe, [[float(i) for i in range(1, 9)]] * 5, 1)
+
+
+def test_the_search_never_trains_a_candidate_over_budget() -> None:
+    small = user_arch.CANDIDATES[-4:]  # the cheapest to count
+    candidates = [(f, user_arch.layers(f)) for f in small]
+    counts = {tuple(f): user_arch.cores_per_copy(_make_card(spec)) for f, spec in candidates}
+    budget = sorted(counts.values())[2]  # the three smallest fit
+    scored: list[list[int]] = []
+    by_depth = {2: 0.5, 1: 0.7}  # validation score by depth: the one-layer net wins here
+
+    def score(card: ModelCard) -> dict[str, object]:
+        filters = [la.filters for la in card.layers[:-1]]
+        scored.append(filters)
+        return {"value": by_depth[len(filters)]}
+
+    spec, arch = user_arch.search(_make_card, budget, score, candidates)
+    assert sorted(map(tuple, scored)) == sorted(f for f, n in counts.items() if n <= budget)
+    assert arch["chosen"] == [8] and spec == user_arch.layers([8])
+    assert [c["cores_per_copy_at_most"] for c in arch["candidates"]] == list(counts.values())  # type: ignore[union-attr]
+    # Equal scores: the cheaper network wins (more copies a board).
+    by_depth = {2: 0.5, 1: 0.5}
+    assert user_arch.search(_make_card, budget, score, candidates)[1]["chosen"] == [8]
+    # One candidate left: nothing to compare, nothing trained.
+    scored.clear()
+    alone = user_arch.search(_make_card, min(counts.values()), score, candidates)[1]
+    assert alone["chosen"] == [8] and not scored
+    too_small = min(counts.values()) - 1
+    with pytest.raises(InvalidInput, match=f"--max-cores-per-copy {too_small}: no candidate network fits"):
+        user_arch.search(_make_card, too_small, score, candidates)
+
+
+def test_a_budget_no_candidate_fits_is_refused_before_training(labels_gpkg: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(train_args(labels_gpkg, tmp_path / "out", "--max-cores-per-copy", "20")) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # after the stage line and the labels' warnings
+    errors = [line for line in err if line.startswith("spikescan: error: ")]
+    assert errors == err[-1:] and "--max-cores-per-copy 20: no candidate network fits" in err[-1], err
+    assert "epoch" not in "\n".join(err)  # refused before any training
+    assert not (tmp_path / "out").exists()
 
 
 def test_background_class_labels_every_valid_pixel_of_the_window(labels_gpkg: Path) -> None:

@@ -4,8 +4,8 @@ Copies. The plan counts cores the way sPyNNaker 7.4.1 splits our network (``work
 every copy has its own populations; a neuron population takes ``ceil(n / atoms_per_core)`` cores (256 neurons
 per core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
 one core per 4096 sources; one clock source is shared by all copies. Copies that fit = (application cores −
-shared) // cores per copy, where a 48-chip SpiNN-5 board offers 759 application cores (measured on
-sPyNNaker's virtual board: 856 cores, 48 monitors, 49 system cores). ``--map`` asks sPyNNaker itself to place
+shared) // cores per copy, where a 48-chip SpiNN-5 board offers 759 application cores (``cores.py``, the
+rule the training-side architecture search uses too). ``--map`` asks sPyNNaker itself to place
 N and N + 1 copies on a virtual board and reports whether it agrees; results are cached per (model id,
 copies, boards).
 
@@ -39,10 +39,10 @@ from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
 from workers.samples import default_scene, real_patches
 from workers.spinnaker import energy, link, shared_input
+from workers.spinnaker.cores import APP_CORES_PER_BOARD, copies_that_fit
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
 
-APP_CORES_PER_BOARD = 759
 TIMESTEP_S = 1e-3
 EVENTS_PER_MS_PER_CORE = 5000.0
 EVENTS_SOURCE = (
@@ -115,7 +115,7 @@ def fit_copies(net: NetworkDescription, boards: int) -> tuple[int, int, dict[str
         raise InvalidInput("--boards must be at least 1")
     per_pop = cores_by_population(net)
     per_copy, app_cores = sum(per_pop.values()), APP_CORES_PER_BOARD * boards
-    copies = max((app_cores - 1) // per_copy, 0)  # one clock core is shared
+    copies = copies_that_fit(per_copy, boards)
     if copies == 0:
         raise InvalidInput(
             f"{net.name}: one copy needs {per_copy} cores, more than {app_cores} on {boards} board(s)"
