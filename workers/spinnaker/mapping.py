@@ -61,6 +61,43 @@ def placements_by_population() -> tuple[dict[str, int], int]:
     return dict(per_pop), system
 
 
+def sdram_use() -> dict[str, Any]:
+    """SDRAM as sPyNNaker's placer counts it: each placed core's ``sdram_required`` at the planned number of
+    timesteps, the largest core per population, and per chip the bytes used against what a chip offers
+    after its monitors (``max_sdram_per_chip`` minus the monitors' SDRAM, the placer's own figure)."""
+    from spinn_front_end_common.data import FecDataView
+
+    steps = FecDataView.get_plan_n_timestep()
+    version = FecDataView.get_machine_version()
+    chip_bytes = version.max_sdram_per_chip - FecDataView.get_all_monitor_sdram().get_total_sdram(steps)
+    per_pop: dict[str, int] = {}
+    synapses: dict[str, int] = {}  # the synaptic-matrix part of the largest core
+    per_chip: collections.Counter[tuple[int, int]] = collections.Counter()
+    cores_on_chip: collections.Counter[tuple[int, int]] = collections.Counter()
+    for placement in FecDataView.iterate_placemements():
+        need = int(placement.vertex.sdram_required.get_total_sdram(steps))
+        per_chip[placement.x, placement.y] += need
+        cores_on_chip[placement.x, placement.y] += 1
+        app = getattr(placement.vertex, "app_vertex", None)
+        label = getattr(app, "label", None)
+        if label is not None and not type(app).__module__.startswith("spinn_front_end_common"):
+            name = str(label).split("#")[0]
+            name = "input" if name.startswith("input.") else name
+            if need > per_pop.get(name, -1):
+                per_pop[name] = need
+                if hasattr(app, "get_synapses_size"):
+                    synapses[name] = int(app.get_synapses_size(placement.vertex.vertex_slice.n_atoms))
+    return {
+        "chip_bytes": int(chip_bytes),
+        "max_core_bytes_by_population": per_pop,
+        "max_core_synapse_bytes_by_population": synapses,
+        "max_chip_bytes_used": max(per_chip.values(), default=0),
+        "total_bytes_used": sum(per_chip.values()),
+        "chips_used": len(per_chip),
+        "max_cores_on_a_chip": max(cores_on_chip.values(), default=0),
+    }
+
+
 def routing_entries() -> dict[str, int]:
     from spinn_front_end_common.data import FecDataView
 
@@ -119,6 +156,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "application_cores": sum(per_pop.values()),
             "system_cores": system,
             "routing": routing_entries(),
+            "sdram": sdram_use(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         result.update(injected)

@@ -5,7 +5,9 @@ every copy has its own populations; a neuron population takes ``ceil(n / atoms_p
 per core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
 one core per 4096 sources; one clock source is shared by all copies. Copies that fit = (application cores −
 shared) // cores per copy, where a 48-chip SpiNN-5 board offers 759 application cores (measured on
-sPyNNaker's virtual board: 856 cores, 48 monitors, 49 system cores). ``--map`` asks sPyNNaker itself to place
+sPyNNaker's virtual board: 856 cores, 48 monitors, 49 system cores). Chips' SDRAM is the other limit
+(``sdram.py``: each core's reservation as sPyNNaker computes it, placed chip by chip); ``copies`` is what
+places with both counted and ``limited_by`` says which bound. ``--map`` asks sPyNNaker itself to place
 N and N + 1 copies on a virtual board and reports whether it agrees; results are cached per (model id,
 copies, boards).
 
@@ -38,7 +40,7 @@ from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
 from workers.samples import default_scene, real_patches
-from workers.spinnaker import energy, link, shared_input
+from workers.spinnaker import energy, link, sdram, shared_input
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
 
@@ -68,6 +70,12 @@ class Plan:
     application_cores: int
     copies_per_board: int
     copies: int
+    copies_by_cores: int
+    copies_by_sdram: int
+    limited_by: str
+    sdram_bytes_per_copy: int
+    sdram_bytes_by_core: dict[str, int]
+    sdram_chip_bytes: int
     input_code: str
     sampled_patches: int
     input_spikes_per_patch: float
@@ -110,17 +118,45 @@ def cores_by_population(net: NetworkDescription) -> dict[str, int]:
 
 
 def fit_copies(net: NetworkDescription, boards: int) -> tuple[int, int, dict[str, int]]:
-    """(copies, cores per copy, cores per population) on ``boards`` boards; refuses when none fits."""
+    """(copies, cores per copy, cores per population) on ``boards`` boards, cores and chips' SDRAM both
+    counted (``sdram_fit``); refuses when none fits."""
     if boards < 1:
         raise InvalidInput("--boards must be at least 1")
     per_pop = cores_by_population(net)
     per_copy, app_cores = sum(per_pop.values()), APP_CORES_PER_BOARD * boards
-    copies = max((app_cores - 1) // per_copy, 0)  # one clock core is shared
+    by_cores = max((app_cores - 1) // per_copy, 0)  # one clock core is shared
+    copies = sdram.most_copies(sdram.Layout.of(net), by_cores, boards) if by_cores else 0
     if copies == 0:
         raise InvalidInput(
-            f"{net.name}: one copy needs {per_copy} cores, more than {app_cores} on {boards} board(s)"
+            f"{net.name}: one copy needs {per_copy} cores and its chips' SDRAM; {boards} board(s) hold none"
         )
     return copies, per_copy, per_pop
+
+
+def sdram_fit(layout: sdram.Layout, by_cores: int, boards: int) -> dict[str, Any]:
+    """Copies by cores, by SDRAM alone, by both (what places), and which binds: the plan's SDRAM fields."""
+    by_both = sdram.most_copies(layout, by_cores, boards)
+    by_sdram = sdram.most_copies(layout, 4 * by_cores + 4, boards, count_cores=False)
+    return {
+        "copies": by_both,
+        "copies_by_cores": by_cores,
+        "copies_by_sdram": by_sdram,
+        "limited_by": _limit(by_both, by_cores, by_sdram),
+        "sdram_bytes_per_copy": layout.bytes_per_copy,
+        "sdram_bytes_by_core": layout.bytes_by_core,
+        "sdram_chip_bytes": sdram.CHIP_BYTES,
+    }
+
+
+def _limit(placed: int, by_cores: int, by_sdram: int) -> str:
+    if placed == by_cores == by_sdram:
+        return "cores and SDRAM"
+    if placed == by_cores:
+        return "cores"
+    if placed == by_sdram:
+        return "SDRAM"
+    # Fewer than either alone: heavy cores fill some chips' SDRAM while their cores stay free.
+    return "SDRAM and cores together (chips fill their SDRAM before their cores)"
 
 
 def sample_load(pkg: ModelPackage, net: NetworkDescription, patches: int = SAMPLE_PATCHES) -> Load:
@@ -130,7 +166,9 @@ def sample_load(pkg: ModelPackage, net: NetworkDescription, patches: int = SAMPL
 
 def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     net = describe(pkg)
-    copies, per_copy, per_pop = fit_copies(net, boards)
+    _, per_copy, per_pop = fit_copies(net, boards)
+    fitted = sdram_fit(sdram.Layout.of(net), (APP_CORES_PER_BOARD * boards - 1) // per_copy, boards)
+    copies = fitted["copies"]
     load = load or sample_load(pkg, net)
     steps_per_patch = max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
     step_rate = copies / TIMESTEP_S
@@ -154,6 +192,12 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
         application_cores=APP_CORES_PER_BOARD * boards,
         copies_per_board=copies // boards,
         copies=copies,
+        copies_by_cores=fitted["copies_by_cores"],
+        copies_by_sdram=fitted["copies_by_sdram"],
+        limited_by=fitted["limited_by"],
+        sdram_bytes_per_copy=fitted["sdram_bytes_per_copy"],
+        sdram_bytes_by_core=fitted["sdram_bytes_by_core"],
+        sdram_chip_bytes=fitted["sdram_chip_bytes"],
         input_code="one-hot levels" if net.onehot_levels else "thermometer",
         sampled_patches=load.patches,
         input_spikes_per_patch=round(load.input_spikes_per_patch, 1),
@@ -195,7 +239,9 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
     block = shared_input.block_for(net, pkg.card.patch_size, SHARED_SIDE)
     without_input = per_copy - per_pop["input"]
     app = APP_CORES_PER_BOARD * boards
-    copies = shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE)
+    layout = sdram.Layout.of(net, block.copies, block.size)
+    fitted = sdram_fit(layout, shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE), boards)
+    copies = fitted.pop("copies")
     cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
     share = shared_input.pixels_sent_per_copy(block) / np.prod(block.patch)
     step_rate = copies / TIMESTEP_S
@@ -209,6 +255,7 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
         "block_input_shape": list(block.shape),
         "copies_per_board": copies // boards,
         "copies": copies,
+        **fitted,
         "application_cores": cores,
         "input_share_per_copy": round(float(share), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
@@ -260,8 +307,8 @@ def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_s
     placed, seconds = (n if fits["ok"] else 0), fits["seconds"] + over["seconds"]
     low = n
     while not fits["ok"] and low > 1:
-        # One fewer at a time: sPyNNaker's answer is near the plan's (cores counted, SDRAM not), and
-        # halving once reported 3 trees copies where 5 place.
+        # One fewer at a time: sPyNNaker's answer is near the plan's, and halving once reported 3 trees
+        # copies where 5 place.
         low -= 1
         fits = map_copies(pkg, low, boards, settings, shared_side)
         seconds += fits["seconds"]
