@@ -7,14 +7,17 @@ pixels square, and each copy's first layer reads its own window of it (the synap
 re-indexed). The board's multicast routing then delivers each pixel's spike to every copy whose patch
 covers it, so a pixel crosses the host link once per block instead of once per copy that sees it.
 
-This module is the geometry and the core count; ``workers/backends/pynn_build.py`` builds it and
-``workers/spinnaker/mapping.py`` has sPyNNaker map it. The batch path does not inject into it yet.
+This module is the geometry, the core count and the packing of a batch into blocks (``pack``);
+``workers/backends/pynn_build.py`` builds the layout and injects packed batches into it, and
+``workers/spinnaker/mapping.py`` has sPyNNaker map it. Packing is exact for any batch: a group of
+``g x g`` consecutive patches shares one block input only where their overlapping pixels carry the same
+spikes (neighbouring chips in block order do); otherwise each of its patches takes a time slot of its own.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -86,3 +89,67 @@ def fit(app_cores: int, per_copy_without_input: int, block: Block, atoms_per_inp
 def pixels_sent_per_copy(block: Block) -> float:
     """Input neurons (pixel-bands x levels) the link carries per copy: the block's, shared by its copies."""
     return block.size / block.copies
+
+
+@dataclass
+class Packing:
+    """A batch laid out on blocks: what each block's input population sends when, and which patch each copy
+    computes in each time slot."""
+
+    # (block, time slot, indices of the block's input neurons that spike)
+    frames: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # [copies, slots], -1
+
+    @property
+    def slots(self) -> int:
+        return int(self.placement.shape[1])
+
+    @property
+    def spikes_sent(self) -> int:
+        return sum(len(neurons) for _, _, neurons in self.frames)
+
+
+def _paste(block: Block, spikes: np.ndarray, group: list[int]) -> np.ndarray | None:
+    """The block input carrying patches ``group`` in slots 0, 1, ...; None where two disagree on a pixel."""
+    h, w, c = block.patch
+    canvas = np.zeros(block.shape, np.uint8)
+    seen = np.zeros(block.shape[:2], bool)
+    for slot, i in enumerate(group):
+        dy, dx = block.origin(slot)
+        patch = spikes[i].reshape(h, w, c)
+        window, known = canvas[dy : dy + h, dx : dx + w], seen[dy : dy + h, dx : dx + w]
+        if not np.array_equal(window[known], patch[known]):
+            return None
+        window[...] = patch
+        known[...] = True
+    return canvas.reshape(-1)
+
+
+def pack(block: Block, copies: int, spikes: np.ndarray) -> Packing:
+    """Lay out ``spikes`` [N, patch input size] (one row per patch, in the copies' own input order) on the
+    blocks of ``copies`` copies. Consecutive groups of ``block.copies`` patches are taken as a block square
+    in row-major order; a group that fits together costs one time slot of one block, anything else one slot
+    per patch (in the block's first window). Frames go to the least-busy block that has the copies."""
+    n_blocks = blocks_for(copies, block)
+    capacity = [min(block.copies, copies - b * block.copies) for b in range(n_blocks)]
+    groups: list[tuple[np.ndarray, list[int]]] = []
+    for start in range(0, len(spikes), block.copies):
+        group = list(range(start, min(start + block.copies, len(spikes))))
+        canvas = _paste(block, spikes, group) if len(group) <= max(capacity) else None
+        if canvas is not None:
+            groups.append((canvas, group))
+        else:
+            groups.extend((_paste(block, spikes, [i]), [i]) for i in group)  # type: ignore[misc]
+    busy = [0] * n_blocks
+    assigned: list[tuple[int, int, list[int]]] = []
+    packing = Packing()
+    for canvas, group in groups:
+        b = min((b for b in range(n_blocks) if capacity[b] >= len(group)), key=lambda b: (busy[b], b))
+        packing.frames.append((b, busy[b], np.flatnonzero(canvas)))
+        assigned.append((b, busy[b], group))
+        busy[b] += 1
+    packing.placement = np.full((copies, max(busy, default=0)), -1, np.int64)
+    for b, slot, group in assigned:
+        for k, i in enumerate(group):
+            packing.placement[b * block.copies + k, slot] = i
+    return packing
