@@ -66,10 +66,11 @@ def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.nd
 
 def block_patches(pkg: ModelPackage, scene_path: Path, squares: int, side: int = 2
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``squares`` squares of ``side x side`` neighbouring chips at the half-patch stride (the shared input
-    blocks' geometry), each square's chips consecutive in row-major order, as a job in block order would
-    hand them to the backend: [squares * side², P, P, B] pixels and validity; squares evenly spread over
-    the scene."""
+    """Up to ``squares`` squares of ``side x side`` neighbouring chips at the half-patch stride (the shared
+    input blocks' geometry), each square's chips consecutive in row-major order, as a job in block order
+    would hand them to the backend: [squares * side², P, P, B] pixels and validity; squares evenly spread
+    over the scene. A square may start at any chip (a job's squares would not overlap; this gives small
+    scenes more of them); a scene with fewer gives them all (at least one)."""
     card = pkg.card
     stride = card.patch_size // 2
     with open_checked(scene_path, card) as scene:
@@ -77,10 +78,11 @@ def block_patches(pkg: ModelPackage, scene_path: Path, squares: int, side: int =
         cell = math.gcd(stride, card.output_stride)
         grid = ChipGrid(scene.width, scene.height, card.patch_size, stride, cell)
         corners = [
-            (r, c) for r in range(0, grid.rows - side + 1, side) for c in range(0, grid.cols - side + 1, side)
+            (r, c) for r in range(grid.rows - side + 1) for c in range(grid.cols - side + 1)
         ]
-        if len(corners) < squares:
-            raise InvalidInput(f"{scene_path}: only {len(corners)} chip squares, {squares} asked for")
+        if not corners:
+            raise InvalidInput(f"{scene_path}: smaller than one square of {side} x {side} chips")
+        squares = min(squares, len(corners))
         pixels, valid = [], []
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for r, c in (corners[i] for i in np.linspace(0, len(corners) - 1, squares).round().astype(int)):

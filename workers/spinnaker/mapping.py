@@ -144,6 +144,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             map_only(sim, 10.0)
         elif mode == "inject":
             injected = inject(pkg, tiled, patches=2 * copies + 1)
+            if block is not None:
+                injected["connectivity"] = shared_connectivity(tiled)
         else:
             sim.run(10.0)
         per_pop, system = placements_by_population()
@@ -179,23 +181,66 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
 
 
 def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
-    """Feed real patches through the backend's own batch path (spike-source arrays for every copy, the clock,
-    a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads' the spike data
-    but runs nothing, so every layer comes back silent; what this checks is that the path works end to end."""
-    from models.pynn_net import input_spikes
+    """Feed real patches through the backend's own batch path (spike-source arrays for every copy or block,
+    the clock, a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads'
+    the spike data but runs nothing, so every layer comes back silent; what this checks is that the path
+    works end to end and what the spike-source arrays hold. With shared blocks the patches are squares of
+    neighbouring chips in block order (``samples.block_patches``), as the chip grid hands them."""
+    from models.pynn_net import INPUT, input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.samples import default_scene, real_patches
+    from workers.samples import block_patches, default_scene, real_patches
 
-    pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    block = tiled.shared_block
+    if block is None:
+        pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    else:
+        pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
     spikes = input_spikes(tiled.net, pixels, pkg.card.encoding, valid)
     layers = [p.name for p in tiled.net.populations if not p.is_source]
     out = run_patches(tiled, spikes, layers)
+    loaded = 0  # spike times the input populations' vertices hold, i.e. what the host would send
+    for name, pops in tiled.populations.items():
+        if name.startswith(INPUT):  # each copy's own input, or the blocks' shared ones
+            for pop in pops:
+                loaded += sum(len(t) for t in getattr(pop._vertex, "send_buffer_times", []))
     return {
-        "patches": patches,
+        "patches": len(pixels),
         "input_spikes_scheduled": int(spikes.sum()),
+        "input_spikes_loaded": int(loaded),
+        "time_slots": int(tiled.placement.shape[1]),
         "output_shapes": {k: list(v.shape) for k, v in out.items()},
         "spikes_returned": int(sum(v.sum() for v in out.values())),
     }
+
+
+def shared_connectivity(tiled: Any) -> dict[str, Any]:
+    """Every copy's input synapses as sPyNNaker built them for the board (read back after the virtual run),
+    mapped back through the copy's window of its block: are they the description's rows of the copy's own
+    patch, synapse for synapse and weight for weight?"""
+    from models.pynn_net import input_populations
+
+    block, net = tiled.shared_block, tiled.net
+    chunks = {p.name: p.offset for p in input_populations(net)}
+    checked, equal = 0, True
+    for k in range(tiled.copies):
+        seen: set[int] = set()
+        for i, spec in enumerate(net.projections):
+            proj = tiled.projections[i][k]
+            if spec.pre not in chunks or id(proj) in seen:
+                continue
+            seen.add(id(proj))
+            got = np.array(proj.get(["weight"], format="list", with_address=True), dtype=np.float64)
+            want = np.concatenate([
+                np.column_stack([block.remap(s.rows[:, 0].astype(np.int64) + chunks[s.pre], k % block.copies),
+                                 s.rows[:, 1:3]])
+                for s in net.projections if s.pre in chunks and s.post == spec.post
+                and s.excitatory == spec.excitatory
+            ])
+            order_got = np.lexsort((got[:, 1], got[:, 0]))
+            order_want = np.lexsort((want[:, 1], want[:, 0]))
+            equal &= got.shape == want.shape and bool(np.array_equal(got[order_got], want[order_want]))
+            checked += len(got)
+    return {"synapses_checked": checked, "equal": bool(equal)}
 
 
 def save_weights(tiled: Any, path: str) -> None:

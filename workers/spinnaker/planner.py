@@ -35,11 +35,11 @@ import numpy as np
 from models import package as model_package
 from models.emulator import Emulator
 from models.package import ModelPackage
-from models.pynn_net import NetworkDescription, atoms_per_core, describe
+from models.pynn_net import NetworkDescription, atoms_per_core, describe, input_spikes
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
-from workers.samples import default_scene, real_patches
+from workers.samples import block_patches, default_scene, real_patches
 from workers.spinnaker import energy, link, sdram, shared_input
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
@@ -229,13 +229,32 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     )
 
 
+def shared_sample(pkg: ModelPackage, net: NetworkDescription, block: shared_input.Block,
+                  patches: int = SAMPLE_PATCHES) -> dict[str, float]:
+    """Input spikes per patch with and without the shared blocks, MEASURED on the same real patches: squares
+    of neighbouring chips of the held-out scene in block order (``samples.block_patches``; a small scene
+    gives fewer than ``patches``), packed as the batch path packs them (``shared_input.pack``)."""
+    pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
+    squares = len(pixels) // block.copies
+    spikes = input_spikes(net, pixels, pkg.card.encoding, valid)
+    packing = shared_input.pack(block, block.copies, spikes)
+    return {
+        "patches": len(pixels),
+        "time_slots_per_square": packing.slots / squares,
+        "unshared": float(spikes.sum()) / len(pixels),
+        "shared": packing.spikes_sent / len(pixels),
+    }
+
+
 def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy: int,
                 per_pop: dict[str, int], load: Load, in_bytes: float, out_bytes: float, km2: float
                 ) -> dict[str, Any]:
     """Shared overlapping input (issue 14 item 2; ``shared_input.py``): blocks of SHARED_SIDE x SHARED_SIDE
-    copies share one input population, so fewer input cores (more copies fit) and a patch costs the link
-    only its share of its block's pixels. ESTIMATE: a block's input spikes are taken as its pixel share of
-    the patches' (spikes spread evenly over pixels); ``input_share_limit``: every pixel sent exactly once."""
+    copies share one input population, so fewer input cores (more copies fit, unless SDRAM binds) and a
+    patch costs the link only its share of its block's spikes. The share is MEASURED (``shared_sample``: the
+    shared spikes over the unshared ones on the same squares of neighbouring chips) and applied to the
+    plan's own sample; ``input_share_per_copy`` is the pixel geometry's share and ``input_share_limit``
+    every pixel sent exactly once (sharing across blocks too)."""
     block = shared_input.block_for(net, pkg.card.patch_size, SHARED_SIDE)
     without_input = per_copy - per_pop["input"]
     app = APP_CORES_PER_BOARD * boards
@@ -243,22 +262,31 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
     fitted = sdram_fit(layout, shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE), boards)
     copies = fitted.pop("copies")
     cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
-    share = shared_input.pixels_sent_per_copy(block) / np.prod(block.patch)
+    measured = shared_sample(pkg, net, block)
+    share = measured["shared"] / max(measured["unshared"], 1e-9)
     step_rate = copies / TIMESTEP_S
     compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
     link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
     rate, bottleneck = _bound(step_rate, compute, link_rate)
     return {
-        "status": "built and mapped by sPyNNaker on the virtual board (plan --map); the batch path does not "
-        "inject into it yet",
+        "status": "built, mapped by sPyNNaker on the virtual board (plan --map) and injected by the batch "
+        "path (PyNN backends' shared_side; the pipeline does not yet hand chips in block order)",
         "block_side": SHARED_SIDE,
         "block_input_shape": list(block.shape),
         "copies_per_board": copies // boards,
         "copies": copies,
         **fitted,
         "application_cores": cores,
-        "input_share_per_copy": round(float(share), 4),
+        "input_share_per_copy": round(shared_input.pixels_sent_per_copy(block) / math.prod(block.patch), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
+        "measured_on_block_squares": {
+            "patches": measured["patches"],
+            "time_slots_per_square": measured["time_slots_per_square"],
+            "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
+            "input_spikes_per_patch_shared": round(measured["shared"], 1),
+            "share": round(share, 4),
+        },
+        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
         "input_bytes_per_patch": round(in_bytes * share, 1),
         "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
         "step_patches_per_s": round(step_rate, 1),
@@ -322,6 +350,7 @@ def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_s
         "application_cores": fits.get("application_cores"),
         "cores_by_population": fits.get("cores_by_population"),
         "routing": fits.get("routing"),
+        "sdram": fits.get("sdram"),
         "seconds": round(seconds, 2),
     }
 
