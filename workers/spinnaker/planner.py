@@ -133,6 +133,18 @@ def fit_copies(net: NetworkDescription, boards: int) -> tuple[int, int, dict[str
     return copies, per_copy, per_pop
 
 
+def fit_shared_copies(net: NetworkDescription, patch_size: int, boards: int, side: int = SHARED_SIDE) -> int:
+    """Copies of the shared input layout (blocks of ``side``² copies) that place, cores and SDRAM counted."""
+    per_pop = cores_by_population(net)
+    block = shared_input.block_for(net, patch_size, side)
+    without_input = sum(per_pop.values()) - per_pop["input"]
+    by_cores = shared_input.fit(APP_CORES_PER_BOARD * boards, without_input, block, INPUT_ATOMS_PER_CORE)
+    copies = sdram.most_copies(sdram.Layout.of(net, block.copies, block.size), by_cores, boards)
+    if copies == 0:
+        raise InvalidInput(f"{net.name}: no copy of the shared input layout fits on {boards} board(s)")
+    return copies
+
+
 def sdram_fit(layout: sdram.Layout, by_cores: int, boards: int) -> dict[str, Any]:
     """Copies by cores, by SDRAM alone, by both (what places), and which binds: the plan's SDRAM fields."""
     by_both = sdram.most_copies(layout, by_cores, boards)
