@@ -135,6 +135,34 @@ def test_pack_is_exact_for_patches_that_are_not_neighbours() -> None:
     assert packing.spikes_sent == spikes.sum()  # nothing shared
 
 
+def _check_windows(block: Any, copies: int, spikes: np.ndarray, packing: Any) -> None:
+    """Every copy's window of every frame is exactly the spikes of the patch it computes in that slot."""
+    for b, slot, neurons in packing.frames:
+        frame = np.zeros(block.size, np.uint8)
+        frame[neurons] = 1
+        for k in range(min(block.copies, copies - block.copies * b)):
+            i = packing.placement[b * block.copies + k, slot]
+            if i >= 0:
+                np.testing.assert_array_equal(frame[block.remap(np.arange(spikes.shape[1]), k)], spikes[i])
+    assert sorted(packing.placement[packing.placement >= 0].tolist()) == list(range(len(spikes)))
+
+
+def test_pack_finds_squares_in_a_chip_grids_row_order() -> None:
+    """Chips as the pipeline batches them (chip rows, left to right, then shuffled too): squares of
+    neighbouring chips are found by content and share a slot; the rest still compute exactly."""
+    pkg = _package(CONV, 10, 2, 0)
+    net = describe(pkg)
+    block = block_for(net, 10, 2)
+    scene = np.random.default_rng(6).uniform(0, 220, (10 + 2 * 5, 10 + 4 * 5, 2)).astype(np.float32)
+    pixels = np.stack([scene[r * 5 : r * 5 + 10, c * 5 : c * 5 + 10] for r in range(3) for c in range(5)])
+    spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
+    for order in (np.arange(15), np.random.default_rng(1).permutation(15)):
+        packing = pack(block, 4, spikes[order])
+        _check_windows(block, 4, spikes[order], packing)
+        assert packing.slots <= 15 - 3 * 2  # at least two squares of four shared a slot
+        assert packing.spikes_sent < spikes.sum()
+
+
 @pytest.mark.parametrize("copies", [4, 5])
 def test_nest_runs_the_shared_layout_exactly(copies: int) -> None:
     """NEST on the shared build (a block of 4 copies, and a second block of one): every layer's spikes and

@@ -125,24 +125,80 @@ def _paste(block: Block, spikes: np.ndarray, group: list[int]) -> np.ndarray | N
     return canvas.reshape(-1)
 
 
+def _take(index: dict[bytes, list[int]], key: bytes, used: np.ndarray) -> int | None:
+    """An unused patch whose part is ``key``, marked used."""
+    for j in index.get(key, []):
+        if not used[j]:
+            used[j] = True
+            return j
+    return None
+
+
+def squares(block: Block, spikes: np.ndarray) -> tuple[list[list[int]], list[int]]:
+    """Find squares of neighbouring chips in a batch by their content, in any order: patch j is patch i's
+    right (lower) neighbour when j's left (top) part equals i's part one stride to the right (down), spike for
+    spike. Returns the squares (row-major slots) and the patches left over. Patches that merely look alike
+    are as good as neighbours: a square only ever shares pixels its patches agree on."""
+    h, w, c = block.patch
+    s = block.stride
+    grids = spikes.reshape(len(spikes), h, w, c)
+    lefts: dict[bytes, list[int]] = {}
+    tops: dict[bytes, list[int]] = {}
+    for j, g in enumerate(grids):
+        lefts.setdefault(g[:, : w - s].tobytes(), []).append(j)
+        tops.setdefault(g[: h - s].tobytes(), []).append(j)
+    used = np.zeros(len(spikes), bool)
+    found: list[list[int]] = []
+    for i in range(len(spikes)):
+        if used[i]:
+            continue
+        used[i] = True
+        square, corner = [], i
+        for row in range(block.side):
+            below = corner if row == 0 else _take(tops, grids[corner][s:].tobytes(), used)
+            if below is None:
+                break
+            corner, line = below, [below]
+            while len(line) < block.side:
+                right = _take(lefts, grids[line[-1]][:, s:].tobytes(), used)
+                if right is None:
+                    break
+                line.append(right)
+            square.extend(line)
+        if len(square) == block.copies:
+            found.append(square)
+        else:
+            used[square] = False  # no square starts at i; i and these may still be part of a later one
+    taken = {j for sq in found for j in sq}
+    return found, [i for i in range(len(spikes)) if i not in taken]
+
+
 def pack(block: Block, copies: int, spikes: np.ndarray) -> Packing:
     """Lay out ``spikes`` [N, patch input size] (one row per patch, in the copies' own input order) on the
-    blocks of ``copies`` copies. Consecutive groups of ``block.copies`` patches are taken as a block square
-    in row-major order; a group that fits together costs one time slot of one block, anything else one slot
-    per patch (in the block's first window). Frames go to the least-busy block that has the copies."""
+    blocks of ``copies`` copies. Squares of neighbouring chips (``squares``, found by content in any order)
+    cost one time slot of one block each; the patches left over go in consecutive groups where their
+    overlaps agree, else one slot per patch (in the block's first window). Frames go to the least-busy block
+    that has the copies."""
     n_blocks = blocks_for(copies, block)
     capacity = [min(block.copies, copies - b * block.copies) for b in range(n_blocks)]
+    found, left = squares(block, spikes) if max(capacity) == block.copies else ([], list(range(len(spikes))))
     groups: list[tuple[np.ndarray, list[int]]] = []
-    for start in range(0, len(spikes), block.copies):
-        group = list(range(start, min(start + block.copies, len(spikes))))
+    for square in found:
+        canvas = _paste(block, spikes, square)
+        if canvas is not None:
+            groups.append((canvas, square))
+        else:
+            left.extend(square)
+    for start in range(0, len(left), block.copies):
+        group = left[start : start + block.copies]
         canvas = _paste(block, spikes, group) if len(group) <= max(capacity) else None
         if canvas is not None:
             groups.append((canvas, group))
         else:
             groups.extend((_paste(block, spikes, [i]), [i]) for i in group)  # type: ignore[misc]
     busy = [0] * n_blocks
-    assigned: list[tuple[int, int, list[int]]] = []
     packing = Packing()
+    assigned: list[tuple[int, int, list[int]]] = []
     for canvas, group in groups:
         b = min((b for b in range(n_blocks) if capacity[b] >= len(group)), key=lambda b: (busy[b], b))
         packing.frames.append((b, busy[b], np.flatnonzero(canvas)))
