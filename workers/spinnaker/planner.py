@@ -148,6 +148,7 @@ def fit_shared_copies(net: NetworkDescription, patch_size: int, boards: int, sid
 def sdram_fit(layout: sdram.Layout, by_cores: int, boards: int) -> dict[str, Any]:
     """Copies by cores, by SDRAM alone, by both (what places), and which binds: the plan's SDRAM fields."""
     by_both = sdram.most_copies(layout, by_cores, boards)
+    # SDRAM alone, searched up to 4x the core bound (a reported figure only; it never raises ``copies``)
     by_sdram = sdram.most_copies(layout, 4 * by_cores + 4, boards, count_cores=False)
     return {
         "copies": by_both,
