@@ -68,8 +68,32 @@ def test_batch_injection_and_readout_run_on_the_virtual_board(tmp_path: Path) ->
     )
     assert result["ok"], result
     assert result["patches"] == 5 and result["input_spikes_scheduled"] > 0
+    assert result["input_spikes_loaded"] == result["input_spikes_scheduled"]  # unshared: every patch's own
     assert result["output_shapes"]["out"][0] == 5
     assert result["spikes_returned"] == 0  # a virtual board runs nothing
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_shared_input_batch_path_on_the_virtual_board(tmp_path: Path) -> None:
+    """The batch path with shared input blocks through sPyNNaker on a virtual board: 4 landcover copies in
+    one block, 3 squares of neighbouring chips of the held-out scene. The spike-source arrays hold each
+    pixel-band's spike once per square (fewer than the 12 patches' own), and every copy's input synapses,
+    as sPyNNaker built them for the board and read back through the copy's window of its block, are the
+    unshared description's rows of its own patch, weights included. ~8 min under load (reading back 5 M
+    synapses); the fast tests in test_shared_input.py check the same on the description and on NEST."""
+    from workers.spinnaker.workspace import Workspace
+
+    result = Workspace(tmp_path / "spinnaker").run_child(
+        "workers.spinnaker.mapping",
+        ["--model", "landcover-landsat", "--copies", "4", "--shared-block", "2", "--mode", "inject"],
+        timeout_s=1800,
+    )
+    assert result["ok"], result
+    assert result["patches"] == 12 and result["time_slots"] == 3
+    assert 0 < result["input_spikes_loaded"] < 0.7 * result["input_spikes_scheduled"]
+    assert result["connectivity"]["equal"] and result["connectivity"]["synapses_checked"] > 0
+    assert result["output_shapes"]["out"][0] == 12 and result["spikes_returned"] == 0
 
 
 @pytest.mark.parametrize("argv", [["serve"], ["worker", "--backend", "spinnaker"]])

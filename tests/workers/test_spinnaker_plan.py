@@ -15,8 +15,12 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("model", ["landcover-landsat", "trees-rgb"])
 def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
+    """Full-size mappings, ~4 minutes per model (N and N + 1 copies, both layouts); the fast tests above cover
+    the SDRAM formula on a small network and the copy counts on the shipped ones."""
     env = {**os.environ, "SPIKESCAN_DATA_DIR": str(tmp_path), "HOME": str(tmp_path / "user-home")}
     done = subprocess.run(
         [sys.executable, "-m", "spikescan.cli", "plan", "--model", model, "--map"],
@@ -36,14 +40,20 @@ def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
     assert mapping["application_cores"] == plan["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
     # Shared input: 2 x 2 blocks of copies with one input population each, placed and routed by sPyNNaker.
     shared = plan["shared_input"]["mapping"]
-    assert shared["copies_placed"] >= 1 and shared["next_failure"] == "placement", shared
-    assert shared["agrees"] == (shared["copies_placed"] == plan["shared_input"]["copies"]), shared
-    if model == "landcover-landsat":  # 12 copies, one more than without sharing; 13 fail
-        assert shared["agrees"] is True, shared
-        assert shared["copies_placed"] == plan["shared_input"]["copies"] == plan["copies"] + 1
-        assert shared["application_cores"] == plan["shared_input"]["application_cores"]
-    # trees-rgb: the planner counts cores only; its shared layout runs out of chips' SDRAM first (the block's
-    # wider input slices enlarge conv1's synaptic matrices), so sPyNNaker places fewer (docs/spinnaker.md).
+    # The planner counts chips' SDRAM as well as cores, so it agrees for both layouts: landcover's shared
+    # layout places one copy more (cores), trees-rgb's places 5 of the 7 its cores would allow (SDRAM).
+    assert shared["agrees"] is True and shared["next_failure"] == "placement", shared
+    assert shared["copies_placed"] == plan["shared_input"]["copies"]
+    assert shared["application_cores"] == plan["shared_input"]["application_cores"]
+    # sPyNNaker's own per-core reservations: the planner's synaptic matrices exactly, the rest within its
+    # allowance.
+    from workers.spinnaker.sdram import CORE_OTHER_BYTES
+
+    for result, planned in ((mapping, plan), (shared, plan["shared_input"])):
+        for name, synapses in result["sdram"]["max_core_synapse_bytes_by_population"].items():
+            assert planned["sdram_bytes_by_core"][name] - CORE_OTHER_BYTES == synapses, name
+            reserved = result["sdram"]["max_core_bytes_by_population"][name]
+            assert reserved <= planned["sdram_bytes_by_core"][name], name
     # The user's home was never touched: sPyNNaker's config lives in the project's workspace.
     assert not (tmp_path / "user-home" / ".spynnaker.cfg").exists()
     assert (tmp_path / "spinnaker" / "home" / ".spynnaker.cfg").is_file()
@@ -94,7 +104,15 @@ def test_plan_projection_is_under_every_bound_it_counts(model: str) -> None:
     shared = p.shared_input or {}
     assert shared["host_link_bytes_per_km2"] < p.host_link_bytes_per_km2
     assert shared["input_share_limit"] <= shared["input_share_per_copy"] < 1
-    assert shared["copies"] >= p.copies and shared["application_cores"] <= p.application_cores
+    # Fewer input cores, but trees' block makes conv1 cores heavier: SDRAM places fewer copies there.
+    assert shared["copies"] >= p.copies or "SDRAM" in shared["limited_by"]
+    assert shared["application_cores"] <= p.application_cores
+    assert p.copies == min(p.copies_by_cores, p.copies_by_sdram) and p.sdram_bytes_per_copy > 0
+    # Measured on squares of neighbouring chips: one time slot per square, ~0.56 of the unshared spikes.
+    measured = shared["measured_on_block_squares"]
+    assert measured["time_slots_per_square"] == 1.0 and 0.5 < measured["share"] < 0.6, measured
+    want = p.input_spikes_per_patch * measured["share"]
+    assert shared["input_spikes_per_patch"] == pytest.approx(want, 0.01)
     assert shared["projected_patches_per_s"] <= min(shared["compute_patches_per_s"],
                                                     shared["host_link_patches_per_s"])
 
@@ -183,3 +201,75 @@ def test_board_stand_in_rounds_what_spynnaker_holds(tmp_path: Path) -> None:
     for key, value in held.items():
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
     assert any(not np.array_equal(ours[k], weights[k] * 2.0**-12) for k in weights)
+
+
+@pytest.mark.parametrize("shared_side", [0, 2])
+def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, tmp_path: Path) -> None:
+    """The planner's synaptic-matrix bytes per core (``workers/spinnaker/sdram.py``) equal what sPyNNaker's
+    own resource estimate reserves on a virtual-board mapping, byte for byte, with and without a shared input
+    block; the rest of each core fits the planner's allowance. A small network: seconds, not minutes."""
+    from models import package
+    from models.pynn_net import describe
+    from spikescan.config import Settings
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.spinnaker import sdram
+    from workers.spinnaker.planner import map_copies
+    from workers.spinnaker.shared_input import block_for
+
+    small = _package(CONV, 10, 2, 0)
+    pkg = package.save(small.card, small.weights, tmp_path / "pkg")
+    net = describe(pkg)
+    block = block_for(net, 10, 2).size if shared_side else 0
+    result = map_copies(pkg, 4, 1, Settings(data_dir=tmp_path / "data"), shared_side)
+    assert result["ok"], result
+    got = result["sdram"]
+    assert got["chip_bytes"] == sdram.CHIP_BYTES
+    planned = sdram.core_bytes(net, block)
+    assert set(got["max_core_synapse_bytes_by_population"]) == set(planned)
+    for name, synapses in got["max_core_synapse_bytes_by_population"].items():
+        assert planned[name] - sdram.CORE_OTHER_BYTES == synapses, name
+        assert got["max_core_bytes_by_population"][name] <= planned[name], name
+
+
+def test_board_geometry_is_spinn_machines_virtual_spinn5() -> None:
+    """The placement replay's chips and cores per chip are sPyNNaker's virtual SpiNN-5 board's."""
+    from spinn_machine.virtual_machine import virtual_machine
+    from spinn_utilities.config_holder import set_config
+    from spynnaker.pyNN.config_setup import unittest_setup
+
+    from workers.spinnaker import sdram
+    from workers.spinnaker.planner import APP_CORES_PER_BOARD
+
+    unittest_setup()
+    set_config("Machine", "version", "5")
+    machine = virtual_machine(8, 8)
+    chips = [(x, y) for x in range(8) for y in range(8) if machine.get_chip_at(x, y)]
+    assert chips == sdram._BOARD_CHIPS
+    # Placeable cores less one system core per chip, and the Ethernet chip's packet gatherer.
+    want = [machine.get_chip_at(x, y).n_placable_processors - 1 - ((x, y) == (0, 0)) for x, y in chips]
+    assert want == sdram.APP_CORES_BY_CHIP and sum(want) == APP_CORES_PER_BOARD
+
+
+@pytest.mark.parametrize("model", ["landcover-landsat", "trees-rgb"])
+def test_planner_copies_count_cores_and_sdram(model: str) -> None:
+    """Copies are the least of the core and SDRAM limits as placed together; the shared layout of trees-rgb
+    is the case where SDRAM binds (its conv1 cores need ~21 MB each; sPyNNaker places 5, the slow --map
+    test confirms)."""
+    from models import package
+    from models.pynn_net import describe
+    from workers.spinnaker import sdram
+    from workers.spinnaker.planner import APP_CORES_PER_BOARD, SHARED_SIDE, cores_by_population, sdram_fit
+    from workers.spinnaker.shared_input import block_for
+
+    pkg = package.load(model)
+    net = describe(pkg)
+    by_cores = (APP_CORES_PER_BOARD - 1) // sum(cores_by_population(net).values())
+    fit = sdram_fit(sdram.Layout.of(net), by_cores, 1)
+    assert fit["copies"] == min(by_cores, fit["copies_by_sdram"]) == by_cores  # cores bind unshared
+    assert fit["sdram_bytes_per_copy"] > 0 and fit["limited_by"].startswith("cores")
+    block = block_for(net, pkg.card.patch_size, SHARED_SIDE)
+    shared = sdram_fit(sdram.Layout.of(net, block.copies, block.size), by_cores + 1, 1)
+    if model == "trees-rgb":
+        assert shared["copies"] == 5 and "SDRAM" in shared["limited_by"], shared
+    else:
+        assert shared["copies"] == by_cores + 1 and shared["limited_by"].startswith("cores"), shared

@@ -23,6 +23,7 @@ from models.pynn_net import describe, input_spikes
 from spikescan.errors import BackendUnavailable
 from workers.backends.base import Backend, BatchResult
 from workers.backends.pynn_build import Connect, TiledNetwork, build, pynn_connect, run_patches
+from workers.spinnaker.shared_input import block_for
 
 
 @contextlib.contextmanager
@@ -59,11 +60,18 @@ class PyNNBackend(Backend):
     connect: Connect = staticmethod(pynn_connect)  # type: ignore[assignment]
 
     def __init__(
-        self, package: ModelPackage, copies: int = 1, weights: dict[str, np.ndarray] | None = None
+        self,
+        package: ModelPackage,
+        copies: int = 1,
+        weights: dict[str, np.ndarray] | None = None,
+        shared_side: int = 0,
     ) -> None:
+        """``shared_side`` > 1: blocks of ``shared_side``² copies share one input population
+        (``workers/spinnaker/shared_input.py``); a batch in block order sends each pixel once per block."""
         super().__init__(package)
         self.sim = self._setup_simulator()
         self.net = describe(package, weights)
+        block = block_for(self.net, package.card.patch_size, shared_side) if shared_side > 1 else None
         with quiet_pynn():
             self.tiled: TiledNetwork = build(
                 self.sim,
@@ -72,6 +80,7 @@ class PyNNBackend(Backend):
                 negative_inhibitory=self.negative_inhibitory,
                 connect=self.connect,
                 exact_weight_bounds=self.exact_weight_bounds,
+                shared_block=block,
             )
         self._copies = copies
         self._layers = [p.name for p in self.net.populations if not p.is_source]

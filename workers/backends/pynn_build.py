@@ -5,13 +5,16 @@ not on SpiNNaker: sPyNNaker sizes a core's synaptic matrix from every row of the
 core's SDRAM grows with the number of copies (seen: 80 MB per core at 11 copies, unplaceable). The clock that
 carries the biases is one source shared by all copies. Patches are spread round-robin over the copies: patch i
 goes to copy i % N in time slot i // N, one slot per timestep, because every layer forgets between steps.
+With shared input blocks (``workers/spinnaker/shared_input.py``) blocks of neighbouring copies share one
+input population and a batch is packed onto them (``shared_input.pack``): each pixel's spike is sent once
+per block and the board's routing delivers it to every copy of the block whose window covers it.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -25,6 +28,7 @@ from models.pynn_net import (
     input_populations,
     max_summed_weights,
 )
+from workers.spinnaker.shared_input import Block, pack
 
 # Far below one timestep: the membrane forgets sub-threshold input before the next step.
 TAU_M_MS = 0.01
@@ -56,7 +60,9 @@ class TiledNetwork:
     # projections[i][k]: copy k's projection for net.projections[i].
     projections: list[list[Any]]
     t0: float = 0.0  # first input timestep of the current batch
-    shared_block: Any = None  # workers.spinnaker.shared_input.Block when blocks of copies share input
+    shared_block: Block | None = None  # when blocks of neighbouring copies share one input population
+    # [copies, slots]: the batch's patch that copy k computes in time slot s (-1: none)
+    placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
 
 Connect = Callable[[ModuleType, Any, Any, np.ndarray, str], Any]
@@ -77,7 +83,7 @@ def build(
     record_all: bool = True,
     connect: Connect = pynn_connect,
     exact_weight_bounds: bool = False,
-    shared_block: Any = None,
+    shared_block: Block | None = None,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -86,9 +92,8 @@ def build(
     ``exact_weight_bounds`` (sPyNNaker): give each population the exact largest input sum, from which
     sPyNNaker picks its fixed-point weight step; its own estimate from assumed firing rates came out too
     coarse for first layers with many sources (half of one layer's weights off by a step).
-    ``shared_block`` (a ``workers.spinnaker.shared_input.Block``): one input population per block of
-    neighbouring copies instead of one per copy; each copy's first layer reads its window of it. Mapping
-    only: ``run_patches`` does not inject into it yet.
+    ``shared_block``: one input population per block of neighbouring copies instead of one per copy; each
+    copy's first layer reads its window of it (``run_patches`` packs batches onto the blocks).
     """
     pops: dict[str, list[Any]] = {}
     per_core = {
@@ -159,7 +164,7 @@ def _table(proj: Any, negative_inhibitory: bool) -> np.ndarray:
 
 
 def _project_shared(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
-                    negative_inhibitory: bool, connect: Connect, block: Any) -> dict[int, list[Any]]:
+                    negative_inhibitory: bool, connect: Connect, block: Block) -> dict[int, list[Any]]:
     """The input projections when blocks share input: per copy, post layer and receptor ONE projection from
     the block's population, all input chunks' rows re-indexed into the copy's window and merged. (One per
     chunk, as the description has them, made sPyNNaker size each first-layer core's synaptic matrix once per
@@ -190,7 +195,7 @@ def _project_shared(sim: ModuleType, net: NetworkDescription, copies: int, pops:
     return out
 
 
-def _shared_sources(sim: ModuleType, net: NetworkDescription, copies: int, block: Any,
+def _shared_sources(sim: ModuleType, net: NetworkDescription, copies: int, block: Block,
                     pops: dict[str, list[Any]]) -> None:
     """One spike-source population per block of copies, split into input-sized cores like a copy's own."""
     pops[SHARED_INPUT] = []
@@ -218,18 +223,40 @@ def input_schedule(
     return times, clock, slots
 
 
+def shared_schedule(
+    tiled: TiledNetwork, spikes: np.ndarray
+) -> tuple[list[list[list[float]]], list[float], int]:
+    """Per block, spike times per block input neuron (each pixel-band once per frame); the clock's times; the
+    number of slots. Sets ``tiled.placement`` for reading the outputs back."""
+    assert tiled.shared_block is not None
+    packing = pack(tiled.shared_block, tiled.copies, spikes)
+    size = tiled.shared_block.size
+    times: list[list[list[float]]] = [[[] for _ in range(size)] for _ in tiled.populations[SHARED_INPUT]]
+    for b, slot, neurons in packing.frames:
+        for j in neurons:
+            times[b][j].append(tiled.t0 + slot)
+    tiled.placement = packing.placement
+    clock = [tiled.t0 + s for s in range(packing.slots + tiled.net.latency_steps - 1)]
+    return times, clock, packing.slots
+
+
 def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
     """Run ``spikes`` [N, input size] through the copies; each listed layer's spikes as [N, layer size]."""
-    if tiled.shared_block is not None:
-        raise NotImplementedError("shared block input is mapped, not yet injected: build without it to run")
     sim = tiled.sim
     # Batches follow each other in simulated time (NEST cannot reset). NEST drops spike-generator times less
     # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.
     tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
-    times, clock, slots = input_schedule(tiled, spikes)
-    for chunk in input_populations(tiled.net):
-        for k, pop in enumerate(tiled.populations[chunk.name]):
-            _set_spike_times(sim, pop, times[k][chunk.offset : chunk.offset + chunk.size])
+    if tiled.shared_block is None:
+        times, clock, slots = input_schedule(tiled, spikes)
+        for chunk in input_populations(tiled.net):
+            for k, pop in enumerate(tiled.populations[chunk.name]):
+                _set_spike_times(sim, pop, times[k][chunk.offset : chunk.offset + chunk.size])
+        index = np.arange(slots)[None, :] * tiled.copies + np.arange(tiled.copies)[:, None]
+        tiled.placement = np.where(index < spikes.shape[0], index, -1)
+    else:
+        block_times, clock, slots = shared_schedule(tiled, spikes)
+        for b, pop in enumerate(tiled.populations[SHARED_INPUT]):
+            _set_spike_times(sim, pop, block_times[b])
     _set_spike_times(sim, tiled.populations[CLOCK][0], [clock])
     sim.run_until(tiled.t0 + slots + tiled.net.latency_steps + 1)
     return {name: _collect(tiled, name, spikes.shape[0]) for name in layers}
@@ -257,7 +284,8 @@ def _set_spike_times(sim: ModuleType, pop: Any, times: list[list[float]]) -> Non
 
 
 def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
-    """Spikes of layer ``name`` per patch: a spike at t came from the patch in slot t - t0 - depth."""
+    """Spikes of layer ``name`` per patch: a spike of copy k at t came from the patch it computed in slot
+    t - t0 - depth (``tiled.placement``)."""
     depth = 1 + [p.name for p in tiled.net.populations if not p.is_source].index(name)
     size = next(p.size for p in tiled.net.populations if p.name == name)
     result = np.zeros((n_patches, size), dtype=np.uint8)
@@ -270,7 +298,7 @@ def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
         for train in block.spiketrains:
             j = int(train.annotations["source_index"])
             slots = np.rint(np.asarray(train.magnitude, dtype=np.float64) - tiled.t0 - depth).astype(int)
-            patches = slots * tiled.copies + copy
-            keep = (slots >= 0) & (patches < n_patches)
-            result[patches[keep], j] = 1
+            inside = (slots >= 0) & (slots < tiled.placement.shape[1])
+            patches = tiled.placement[copy, slots[inside]]
+            result[patches[patches >= 0], j] = 1
     return result

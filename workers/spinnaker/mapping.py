@@ -61,6 +61,43 @@ def placements_by_population() -> tuple[dict[str, int], int]:
     return dict(per_pop), system
 
 
+def sdram_use() -> dict[str, Any]:
+    """SDRAM as sPyNNaker's placer counts it: each placed core's ``sdram_required`` at the planned number of
+    timesteps, the largest core per population, and per chip the bytes used against what a chip offers
+    after its monitors (``max_sdram_per_chip`` minus the monitors' SDRAM, the placer's own figure)."""
+    from spinn_front_end_common.data import FecDataView
+
+    steps = FecDataView.get_plan_n_timestep()
+    version = FecDataView.get_machine_version()
+    chip_bytes = version.max_sdram_per_chip - FecDataView.get_all_monitor_sdram().get_total_sdram(steps)
+    per_pop: dict[str, int] = {}
+    synapses: dict[str, int] = {}  # the synaptic-matrix part of the largest core
+    per_chip: collections.Counter[tuple[int, int]] = collections.Counter()
+    cores_on_chip: collections.Counter[tuple[int, int]] = collections.Counter()
+    for placement in FecDataView.iterate_placemements():
+        need = int(placement.vertex.sdram_required.get_total_sdram(steps))
+        per_chip[placement.x, placement.y] += need
+        cores_on_chip[placement.x, placement.y] += 1
+        app = getattr(placement.vertex, "app_vertex", None)
+        label = getattr(app, "label", None)
+        if label is not None and not type(app).__module__.startswith("spinn_front_end_common"):
+            name = str(label).split("#")[0]
+            name = "input" if name.startswith("input.") else name
+            if need > per_pop.get(name, -1):
+                per_pop[name] = need
+                if hasattr(app, "get_synapses_size"):
+                    synapses[name] = int(app.get_synapses_size(placement.vertex.vertex_slice.n_atoms))
+    return {
+        "chip_bytes": int(chip_bytes),
+        "max_core_bytes_by_population": per_pop,
+        "max_core_synapse_bytes_by_population": synapses,
+        "max_chip_bytes_used": max(per_chip.values(), default=0),
+        "total_bytes_used": sum(per_chip.values()),
+        "chips_used": len(per_chip),
+        "max_cores_on_a_chip": max(cores_on_chip.values(), default=0),
+    }
+
+
 def routing_entries() -> dict[str, int]:
     from spinn_front_end_common.data import FecDataView
 
@@ -107,6 +144,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             map_only(sim, 10.0)
         elif mode == "inject":
             injected = inject(pkg, tiled, patches=2 * copies + 1)
+            if block is not None:
+                injected["connectivity"] = shared_connectivity(tiled)
         else:
             sim.run(10.0)
         per_pop, system = placements_by_population()
@@ -119,6 +158,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "application_cores": sum(per_pop.values()),
             "system_cores": system,
             "routing": routing_entries(),
+            "sdram": sdram_use(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         result.update(injected)
@@ -141,23 +181,66 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
 
 
 def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
-    """Feed real patches through the backend's own batch path (spike-source arrays for every copy, the clock,
-    a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads' the spike data
-    but runs nothing, so every layer comes back silent; what this checks is that the path works end to end."""
-    from models.pynn_net import input_spikes
+    """Feed real patches through the backend's own batch path (spike-source arrays for every copy or block,
+    the clock, a run, recorded spikes read back and decoded per patch). A virtual board builds and 'loads'
+    the spike data but runs nothing, so every layer comes back silent; what this checks is that the path
+    works end to end and what the spike-source arrays hold. With shared blocks the patches are squares of
+    neighbouring chips in block order (``samples.block_patches``), as the chip grid hands them."""
+    from models.pynn_net import INPUT, input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.samples import default_scene, real_patches
+    from workers.samples import block_patches, default_scene, real_patches
 
-    pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    block = tiled.shared_block
+    if block is None:
+        pixels, valid = real_patches(pkg, default_scene(pkg), patches)
+    else:
+        pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
     spikes = input_spikes(tiled.net, pixels, pkg.card.encoding, valid)
     layers = [p.name for p in tiled.net.populations if not p.is_source]
     out = run_patches(tiled, spikes, layers)
+    loaded = 0  # spike times the input populations' vertices hold, i.e. what the host would send
+    for name, pops in tiled.populations.items():
+        if name.startswith(INPUT):  # each copy's own input, or the blocks' shared ones
+            for pop in pops:
+                loaded += sum(len(t) for t in getattr(pop._vertex, "send_buffer_times", []))
     return {
-        "patches": patches,
+        "patches": len(pixels),
         "input_spikes_scheduled": int(spikes.sum()),
+        "input_spikes_loaded": int(loaded),
+        "time_slots": int(tiled.placement.shape[1]),
         "output_shapes": {k: list(v.shape) for k, v in out.items()},
         "spikes_returned": int(sum(v.sum() for v in out.values())),
     }
+
+
+def shared_connectivity(tiled: Any) -> dict[str, Any]:
+    """Every copy's input synapses as sPyNNaker built them for the board (read back after the virtual run),
+    mapped back through the copy's window of its block: are they the description's rows of the copy's own
+    patch, synapse for synapse and weight for weight?"""
+    from models.pynn_net import input_populations
+
+    block, net = tiled.shared_block, tiled.net
+    chunks = {p.name: p.offset for p in input_populations(net)}
+    checked, equal = 0, True
+    for k in range(tiled.copies):
+        seen: set[int] = set()
+        for i, spec in enumerate(net.projections):
+            proj = tiled.projections[i][k]
+            if spec.pre not in chunks or id(proj) in seen:
+                continue
+            seen.add(id(proj))
+            got = np.array(proj.get(["weight"], format="list", with_address=True), dtype=np.float64)
+            want = np.concatenate([
+                np.column_stack([block.remap(s.rows[:, 0].astype(np.int64) + chunks[s.pre], k % block.copies),
+                                 s.rows[:, 1:3]])
+                for s in net.projections if s.pre in chunks and s.post == spec.post
+                and s.excitatory == spec.excitatory
+            ])
+            order_got = np.lexsort((got[:, 1], got[:, 0]))
+            order_want = np.lexsort((want[:, 1], want[:, 0]))
+            equal &= got.shape == want.shape and bool(np.array_equal(got[order_got], want[order_want]))
+            checked += len(got)
+    return {"synapses_checked": checked, "equal": bool(equal)}
 
 
 def save_weights(tiled: Any, path: str) -> None:

@@ -5,7 +5,9 @@ every copy has its own populations; a neuron population takes ``ceil(n / atoms_p
 per core unless a synaptic row would exceed the board's 256-synapse limit); a copy's spike-source input takes
 one core per 4096 sources; one clock source is shared by all copies. Copies that fit = (application cores −
 shared) // cores per copy, where a 48-chip SpiNN-5 board offers 759 application cores (``cores.py``, the
-rule the training-side architecture search uses too). ``--map`` asks sPyNNaker itself to place
+rule the training-side architecture search uses too). Chips' SDRAM is the other limit (``sdram.py``: each
+core's reservation as sPyNNaker computes it, placed chip by chip); ``copies`` is what places with both
+counted and ``limited_by`` says which bound. ``--map`` asks sPyNNaker itself to place
 N and N + 1 copies on a virtual board and reports whether it agrees; results are cached per (model id,
 copies, boards).
 
@@ -33,12 +35,12 @@ import numpy as np
 from models import package as model_package
 from models.emulator import Emulator
 from models.package import ModelPackage
-from models.pynn_net import NetworkDescription, atoms_per_core, describe
+from models.pynn_net import NetworkDescription, atoms_per_core, describe, input_spikes
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
-from workers.samples import default_scene, real_patches
-from workers.spinnaker import energy, link, shared_input
+from workers.samples import block_patches, default_scene, real_patches
+from workers.spinnaker import energy, link, sdram, shared_input
 from workers.spinnaker.cores import APP_CORES_PER_BOARD, copies_that_fit
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
@@ -68,6 +70,12 @@ class Plan:
     application_cores: int
     copies_per_board: int
     copies: int
+    copies_by_cores: int
+    copies_by_sdram: int
+    limited_by: str
+    sdram_bytes_per_copy: int
+    sdram_bytes_by_core: dict[str, int]
+    sdram_chip_bytes: int
     input_code: str
     sampled_patches: int
     input_spikes_per_patch: float
@@ -110,17 +118,58 @@ def cores_by_population(net: NetworkDescription) -> dict[str, int]:
 
 
 def fit_copies(net: NetworkDescription, boards: int) -> tuple[int, int, dict[str, int]]:
-    """(copies, cores per copy, cores per population) on ``boards`` boards; refuses when none fits."""
+    """(copies, cores per copy, cores per population) on ``boards`` boards, cores and chips' SDRAM both
+    counted (``sdram_fit``); refuses when none fits."""
     if boards < 1:
         raise InvalidInput("--boards must be at least 1")
     per_pop = cores_by_population(net)
-    per_copy, app_cores = sum(per_pop.values()), APP_CORES_PER_BOARD * boards
-    copies = copies_that_fit(per_copy, boards)
+    per_copy = sum(per_pop.values())
+    by_cores = copies_that_fit(per_copy, boards)
+    copies = sdram.most_copies(sdram.Layout.of(net), by_cores, boards) if by_cores else 0
     if copies == 0:
         raise InvalidInput(
-            f"{net.name}: one copy needs {per_copy} cores, more than {app_cores} on {boards} board(s)"
+            f"{net.name}: one copy needs {per_copy} cores and its chips' SDRAM; {boards} board(s) hold none"
         )
     return copies, per_copy, per_pop
+
+
+def fit_shared_copies(net: NetworkDescription, patch_size: int, boards: int, side: int = SHARED_SIDE) -> int:
+    """Copies of the shared input layout (blocks of ``side``² copies) that place, cores and SDRAM counted."""
+    per_pop = cores_by_population(net)
+    block = shared_input.block_for(net, patch_size, side)
+    without_input = sum(per_pop.values()) - per_pop["input"]
+    by_cores = shared_input.fit(APP_CORES_PER_BOARD * boards, without_input, block, INPUT_ATOMS_PER_CORE)
+    copies = sdram.most_copies(sdram.Layout.of(net, block.copies, block.size), by_cores, boards)
+    if copies == 0:
+        raise InvalidInput(f"{net.name}: no copy of the shared input layout fits on {boards} board(s)")
+    return copies
+
+
+def sdram_fit(layout: sdram.Layout, by_cores: int, boards: int) -> dict[str, Any]:
+    """Copies by cores, by SDRAM alone, by both (what places), and which binds: the plan's SDRAM fields."""
+    by_both = sdram.most_copies(layout, by_cores, boards)
+    # SDRAM alone, searched up to 4x the core bound (a reported figure only; it never raises ``copies``)
+    by_sdram = sdram.most_copies(layout, 4 * by_cores + 4, boards, count_cores=False)
+    return {
+        "copies": by_both,
+        "copies_by_cores": by_cores,
+        "copies_by_sdram": by_sdram,
+        "limited_by": _limit(by_both, by_cores, by_sdram),
+        "sdram_bytes_per_copy": layout.bytes_per_copy,
+        "sdram_bytes_by_core": layout.bytes_by_core,
+        "sdram_chip_bytes": sdram.CHIP_BYTES,
+    }
+
+
+def _limit(placed: int, by_cores: int, by_sdram: int) -> str:
+    if placed == by_cores == by_sdram:
+        return "cores and SDRAM"
+    if placed == by_cores:
+        return "cores"
+    if placed == by_sdram:
+        return "SDRAM"
+    # Fewer than either alone: heavy cores fill some chips' SDRAM while their cores stay free.
+    return "SDRAM and cores together (chips fill their SDRAM before their cores)"
 
 
 def sample_load(pkg: ModelPackage, net: NetworkDescription, patches: int = SAMPLE_PATCHES) -> Load:
@@ -130,7 +179,9 @@ def sample_load(pkg: ModelPackage, net: NetworkDescription, patches: int = SAMPL
 
 def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     net = describe(pkg)
-    copies, per_copy, per_pop = fit_copies(net, boards)
+    _, per_copy, per_pop = fit_copies(net, boards)
+    fitted = sdram_fit(sdram.Layout.of(net), copies_that_fit(per_copy, boards), boards)
+    copies = fitted["copies"]
     load = load or sample_load(pkg, net)
     steps_per_patch = max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
     step_rate = copies / TIMESTEP_S
@@ -154,6 +205,12 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
         application_cores=APP_CORES_PER_BOARD * boards,
         copies_per_board=copies // boards,
         copies=copies,
+        copies_by_cores=fitted["copies_by_cores"],
+        copies_by_sdram=fitted["copies_by_sdram"],
+        limited_by=fitted["limited_by"],
+        sdram_bytes_per_copy=fitted["sdram_bytes_per_copy"],
+        sdram_bytes_by_core=fitted["sdram_bytes_by_core"],
+        sdram_chip_bytes=fitted["sdram_chip_bytes"],
         input_code="one-hot levels" if net.onehot_levels else "thermometer",
         sampled_patches=load.patches,
         input_spikes_per_patch=round(load.input_spikes_per_patch, 1),
@@ -185,33 +242,64 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     )
 
 
+def shared_sample(pkg: ModelPackage, net: NetworkDescription, block: shared_input.Block,
+                  patches: int = SAMPLE_PATCHES) -> dict[str, float]:
+    """Input spikes per patch with and without the shared blocks, MEASURED on the same real patches: squares
+    of neighbouring chips of the held-out scene in block order (``samples.block_patches``; a small scene
+    gives fewer than ``patches``), packed as the batch path packs them (``shared_input.pack``)."""
+    pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
+    squares = len(pixels) // block.copies
+    spikes = input_spikes(net, pixels, pkg.card.encoding, valid)
+    packing = shared_input.pack(block, block.copies, spikes)
+    return {
+        "patches": len(pixels),
+        "time_slots_per_square": packing.slots / squares,
+        "unshared": float(spikes.sum()) / len(pixels),
+        "shared": packing.spikes_sent / len(pixels),
+    }
+
+
 def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy: int,
                 per_pop: dict[str, int], load: Load, in_bytes: float, out_bytes: float, km2: float
                 ) -> dict[str, Any]:
     """Shared overlapping input (issue 14 item 2; ``shared_input.py``): blocks of SHARED_SIDE x SHARED_SIDE
-    copies share one input population, so fewer input cores (more copies fit) and a patch costs the link
-    only its share of its block's pixels. ESTIMATE: a block's input spikes are taken as its pixel share of
-    the patches' (spikes spread evenly over pixels); ``input_share_limit``: every pixel sent exactly once."""
+    copies share one input population, so fewer input cores (more copies fit, unless SDRAM binds) and a
+    patch costs the link only its share of its block's spikes. The share is MEASURED (``shared_sample``: the
+    shared spikes over the unshared ones on the same squares of neighbouring chips) and applied to the
+    plan's own sample; ``input_share_per_copy`` is the pixel geometry's share and ``input_share_limit``
+    every pixel sent exactly once (sharing across blocks too)."""
     block = shared_input.block_for(net, pkg.card.patch_size, SHARED_SIDE)
     without_input = per_copy - per_pop["input"]
     app = APP_CORES_PER_BOARD * boards
-    copies = shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE)
+    layout = sdram.Layout.of(net, block.copies, block.size)
+    fitted = sdram_fit(layout, shared_input.fit(app, without_input, block, INPUT_ATOMS_PER_CORE), boards)
+    copies = fitted.pop("copies")
     cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
-    share = shared_input.pixels_sent_per_copy(block) / np.prod(block.patch)
+    measured = shared_sample(pkg, net, block)
+    share = measured["shared"] / max(measured["unshared"], 1e-9)
     step_rate = copies / TIMESTEP_S
     compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
     link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
     rate, bottleneck = _bound(step_rate, compute, link_rate)
     return {
-        "status": "built and mapped by sPyNNaker on the virtual board (plan --map); the batch path does not "
-        "inject into it yet",
+        "status": "built, mapped by sPyNNaker on the virtual board (plan --map) and injected by the batch "
+        "path (PyNN backends' shared_side; the pipeline does not yet hand chips in block order)",
         "block_side": SHARED_SIDE,
         "block_input_shape": list(block.shape),
         "copies_per_board": copies // boards,
         "copies": copies,
+        **fitted,
         "application_cores": cores,
-        "input_share_per_copy": round(float(share), 4),
+        "input_share_per_copy": round(shared_input.pixels_sent_per_copy(block) / math.prod(block.patch), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
+        "measured_on_block_squares": {
+            "patches": measured["patches"],
+            "time_slots_per_square": measured["time_slots_per_square"],
+            "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
+            "input_spikes_per_patch_shared": round(measured["shared"], 1),
+            "share": round(share, 4),
+        },
+        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
         "input_bytes_per_patch": round(in_bytes * share, 1),
         "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
         "step_patches_per_s": round(step_rate, 1),
@@ -260,8 +348,8 @@ def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_s
     placed, seconds = (n if fits["ok"] else 0), fits["seconds"] + over["seconds"]
     low = n
     while not fits["ok"] and low > 1:
-        # One fewer at a time: sPyNNaker's answer is near the plan's (cores counted, SDRAM not), and
-        # halving once reported 3 trees copies where 5 place.
+        # One fewer at a time: sPyNNaker's answer is near the plan's, and halving once reported 3 trees
+        # copies where 5 place.
         low -= 1
         fits = map_copies(pkg, low, boards, settings, shared_side)
         seconds += fits["seconds"]
@@ -275,6 +363,7 @@ def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_s
         "application_cores": fits.get("application_cores"),
         "cores_by_population": fits.get("cores_by_population"),
         "routing": fits.get("routing"),
+        "sdram": fits.get("sdram"),
         "seconds": round(seconds, 2),
     }
 

@@ -7,14 +7,17 @@ pixels square, and each copy's first layer reads its own window of it (the synap
 re-indexed). The board's multicast routing then delivers each pixel's spike to every copy whose patch
 covers it, so a pixel crosses the host link once per block instead of once per copy that sees it.
 
-This module is the geometry and the core count; ``workers/backends/pynn_build.py`` builds it and
-``workers/spinnaker/mapping.py`` has sPyNNaker map it. The batch path does not inject into it yet.
+This module is the geometry, the core count and the packing of a batch into blocks (``pack``);
+``workers/backends/pynn_build.py`` builds the layout and injects packed batches into it, and
+``workers/spinnaker/mapping.py`` has sPyNNaker map it. Packing is exact for any batch: a group of
+``g x g`` consecutive patches shares one block input only where their overlapping pixels carry the same
+spikes (neighbouring chips in block order do); otherwise each of its patches takes a time slot of its own.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -86,3 +89,123 @@ def fit(app_cores: int, per_copy_without_input: int, block: Block, atoms_per_inp
 def pixels_sent_per_copy(block: Block) -> float:
     """Input neurons (pixel-bands x levels) the link carries per copy: the block's, shared by its copies."""
     return block.size / block.copies
+
+
+@dataclass
+class Packing:
+    """A batch laid out on blocks: what each block's input population sends when, and which patch each copy
+    computes in each time slot."""
+
+    # (block, time slot, indices of the block's input neurons that spike)
+    frames: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
+    placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))  # [copies, slots], -1
+
+    @property
+    def slots(self) -> int:
+        return int(self.placement.shape[1])
+
+    @property
+    def spikes_sent(self) -> int:
+        return sum(len(neurons) for _, _, neurons in self.frames)
+
+
+def _paste(block: Block, spikes: np.ndarray, group: list[int]) -> np.ndarray | None:
+    """The block input carrying patches ``group`` in slots 0, 1, ...; None where two disagree on a pixel."""
+    h, w, c = block.patch
+    canvas = np.zeros(block.shape, np.uint8)
+    seen = np.zeros(block.shape[:2], bool)
+    for slot, i in enumerate(group):
+        dy, dx = block.origin(slot)
+        patch = spikes[i].reshape(h, w, c)
+        window, known = canvas[dy : dy + h, dx : dx + w], seen[dy : dy + h, dx : dx + w]
+        if not np.array_equal(window[known], patch[known]):
+            return None
+        window[...] = patch
+        known[...] = True
+    return canvas.reshape(-1)
+
+
+def _take(index: dict[bytes, list[int]], key: bytes, used: np.ndarray) -> int | None:
+    """An unused patch whose part is ``key``, marked used."""
+    for j in index.get(key, []):
+        if not used[j]:
+            used[j] = True
+            return j
+    return None
+
+
+def squares(block: Block, spikes: np.ndarray) -> tuple[list[list[int]], list[int]]:
+    """Find squares of neighbouring chips in a batch by their content, in any order: patch j is patch i's
+    right (lower) neighbour when j's left (top) part equals i's part one stride to the right (down), spike for
+    spike. Returns the squares (row-major slots) and the patches left over. Patches that merely look alike
+    are as good as neighbours: a square only ever shares pixels its patches agree on."""
+    h, w, c = block.patch
+    s = block.stride
+    grids = spikes.reshape(len(spikes), h, w, c)
+    lefts: dict[bytes, list[int]] = {}
+    tops: dict[bytes, list[int]] = {}
+    for j, g in enumerate(grids):
+        lefts.setdefault(g[:, : w - s].tobytes(), []).append(j)
+        tops.setdefault(g[: h - s].tobytes(), []).append(j)
+    used = np.zeros(len(spikes), bool)
+    found: list[list[int]] = []
+    for i in range(len(spikes)):
+        if used[i]:
+            continue
+        used[i] = True
+        square, corner = [], i
+        for row in range(block.side):
+            below = corner if row == 0 else _take(tops, grids[corner][s:].tobytes(), used)
+            if below is None:
+                break
+            corner, line = below, [below]
+            while len(line) < block.side:
+                right = _take(lefts, grids[line[-1]][:, s:].tobytes(), used)
+                if right is None:
+                    break
+                line.append(right)
+            square.extend(line)
+        if len(square) == block.copies:
+            found.append(square)
+        else:
+            used[square] = False  # no square starts at i; i and these may still be part of a later one
+    taken = {j for sq in found for j in sq}
+    return found, [i for i in range(len(spikes)) if i not in taken]
+
+
+def pack(block: Block, copies: int, spikes: np.ndarray) -> Packing:
+    """Lay out ``spikes`` [N, patch input size] (one row per patch, in the copies' own input order) on the
+    blocks of ``copies`` copies. Squares of neighbouring chips (``squares``, found by content in any order)
+    cost one time slot of one block each; the patches left over go in consecutive groups where their
+    overlaps agree, else one slot per patch (in the block's first window). Frames go to the least-busy block
+    that has the copies."""
+    n_blocks = blocks_for(copies, block)
+    capacity = [min(block.copies, copies - b * block.copies) for b in range(n_blocks)]
+    found, left = squares(block, spikes) if max(capacity) == block.copies else ([], list(range(len(spikes))))
+    groups: list[tuple[np.ndarray, list[int]]] = []
+    for square in found:
+        canvas = _paste(block, spikes, square)
+        if canvas is not None:
+            groups.append((canvas, square))
+        else:
+            left.extend(square)
+    for start in range(0, len(left), block.copies):
+        group = left[start : start + block.copies]
+        canvas = _paste(block, spikes, group) if len(group) <= max(capacity) else None
+        if canvas is not None:
+            groups.append((canvas, group))
+        else:
+            groups.extend((_paste(block, spikes, [i]), [i]) for i in group)  # type: ignore[misc]
+    busy = [0] * n_blocks
+    packing = Packing()
+    assigned: list[tuple[int, int, list[int]]] = []
+    for canvas, group in groups:
+        b = min((b for b in range(n_blocks) if capacity[b] >= len(group)), key=lambda b: (busy[b], b))
+        packing.frames.append((b, busy[b], np.flatnonzero(canvas)))
+        assigned.append((b, busy[b], group))
+        busy[b] += 1
+    packing.placement = np.full((copies, max(busy, default=0)), -1, np.int64)
+    for b, slot, group in assigned:
+        for k, i in enumerate(group):
+            packing.placement[b * block.copies + k, slot] = i
+    return packing
