@@ -22,7 +22,7 @@ import numpy as np
 
 from models import metrics
 from models.datasets import PatchSet, Scene, concat, cut, masked, window_positions
-from models.user_labels import Labels, SceneRead, read_labels, read_scenes
+from models.user_labels import Labels, SceneRead, image_ref, read_labels, read_scenes
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 FEW_PIXELS = 50  # a class with fewer labelled training pixels than this is learnt from too little
@@ -102,7 +102,7 @@ def majority_baseline(classes: list[str], train_counts: np.ndarray, test: list[S
 
 def load(spec: dict, classes_hint: list[str] | None = None) -> tuple[Labels, list[SceneRead]]:
     labels = read_labels(Path(spec["labels"]), spec.get("label_field"), spec["task"], spec.get("background"))
-    reads = read_scenes([Path(p) for p in spec["images"]], labels, spec["bands"], float(spec["gsd_m"]),
+    reads = read_scenes([image_ref(p) for p in spec["images"]], labels, spec["bands"], float(spec["gsd_m"]),
                         int(spec["margin_px"]))
     return labels, reads
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import baselines, datasets, package, train
+from models import baselines, datasets, package
 from models.datasets import (
     PatchSet,
     Scene,
@@ -37,7 +37,6 @@ from models.datasets import (
     window_positions,
 )
 from models.evaluate import Matching, match_boxes
-from models.progress import EpochProgress
 from models.user_labels import SceneRead, read_scenes
 from models.user_objects import Objects, as_labels, read_objects, scene_boxes
 from spikescan.errors import InvalidInput
@@ -69,6 +68,7 @@ class Band:
 
 def make_recipe(args: argparse.Namespace, bands: list[dict[str, str]], gsd: float, edges_m: list[float],
                 seed: int, kind: str) -> dict:
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     base = train.load_recipe("trees-rgb")
     epochs = int(args.epochs)
     classes = ["background", f"{kind}_small", f"{kind}_medium", f"{kind}_large"]
@@ -121,7 +121,7 @@ def build(recipe: dict, objects: Objects, reads: list[SceneRead], seed: int
             extent[max(y0, 0):y1, max(x0, 0):x1] = True
         labels[~extent | ~np.isfinite(pixels[STRIDE // 2::STRIDE, STRIDE // 2::STRIDE][:cells[0], :cells[1]]
                                        ).all(axis=-1)] = -1
-        scene = Scene(read.path.stem, pixels, labels.astype(np.int16), STRIDE, boxes=boxes,
+        scene = Scene(read.scene.name, pixels, labels.astype(np.int16), STRIDE, boxes=boxes,
                       mask=datasets.crown_mask(boxes, pixels.shape[:2]))
         band = max(2 * size, (raw.shape[1] // 8) // STRIDE * STRIDE)
         allowed = np.zeros(pixels.shape[:2], bool)
@@ -191,6 +191,7 @@ def size_edges(objects: Objects, reads: list[SceneRead], gsd: float) -> list[flo
 def held_out_boxes(pkg: package.ModelPackage, test: list[Band], val: list[Band], side: float
                    ) -> dict[str, object]:
     """Box P/R/F1 at IoU >= 0.4 on the held-out bands: the package (its own threshold), the baselines."""
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     from models.tasks.detection import LabelledMap, box_table
 
     card = pkg.card
@@ -244,7 +245,7 @@ def finish_card(pkg: package.ModelPackage, test: list[Band], val: list[Band], wh
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.user_labels import open_raster, scene_gsd
+    from models.user_labels import image_ref, open_raster, scene_gsd
     from models.user_train import (
         band_names,
         choose_network,
@@ -254,13 +255,15 @@ def main(args: argparse.Namespace) -> int:
     )
 
     seed = int(args.seed if args.seed is not None else 1)
-    images = [Path(p) for p in args.images]
+    images = [image_ref(p) for p in args.images]
     bands = parse_bands(args.bands, images[0])
     with open_raster(images[0]) as src:
         gsd = float(args.gsd) if args.gsd else scene_gsd(src)
     objects = read_objects(Path(args.labels), args.size_field, float(args.default_size), args.label_field)
     patch = int(args.patch or PATCH)
     reads = read_scenes(images, as_labels(objects), bands, gsd, patch)
+    from models.progress import EpochProgress  # a keras callback: TensorFlow, after the checks
+
     progress = EpochProgress(0, as_json=args.json)
     recipe = make_recipe(args, band_names(images[0], bands), gsd, size_edges(objects, reads, gsd), seed,
                          objects.kind)
@@ -277,6 +280,7 @@ def main(args: argparse.Namespace) -> int:
     sharpening = int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(chosen)))
     progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]
     command = "spikescan " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     pkg = write_atomically(Path(args.out), lambda tmp: finish_card(
         train.train(recipe, seed, tmp, command, prepared=prepared, progress=progress), test, val, tmp))
     m = pkg.card.metrics

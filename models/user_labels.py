@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import rasterio
@@ -30,6 +32,7 @@ from rasterio.windows import Window
 
 from models.datasets import Scene
 from spikescan.errors import InvalidInput
+from workers import sources
 
 # Geometry types each task can learn from: a segmentation needs areas (a point or line has none).
 USABLE = {"segmentation": {"Polygon", "MultiPolygon"}}
@@ -124,7 +127,7 @@ class SceneRead:
     """What was read of one scene: its labelled window on the model's grid."""
 
     scene: Scene
-    path: Path
+    path: ImageRef
     crs: str
     transform: Affine
     native_gsd_m: float
@@ -140,18 +143,37 @@ def scene_gsd(src: rasterio.DatasetReader) -> float:
     return float(abs(src.transform.a) * factor)
 
 
-def open_raster(path: Path) -> rasterio.DatasetReader:
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such scene")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except rasterio.errors.RasterioError as exc:
-        raise InvalidInput(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
+# A local file, or a URL (https://, s3://, /vsicurl/, /vsis3/) kept as the user wrote it.
+ImageRef = Path | str
 
 
-def read_scene(path: Path, labels: Labels, bands: list[int], gsd_m: float, margin_px: int
+def image_ref(text: str | Path) -> ImageRef:
+    """A ``--images`` argument: a local path, or a URL left as a string (``Path`` would fold its ``//``)."""
+    if isinstance(text, Path):
+        return text
+    scheme = urlsplit(text).scheme.lower()
+    return text if scheme in ("http", "https", "s3") or text.startswith("/vsi") else Path(text)
+
+
+def image_name(ref: ImageRef) -> str:
+    """The image's file name (a URL's last path segment)."""
+    if isinstance(ref, Path):
+        return ref.name
+    for prefix in ("/vsicurl/", "/vsis3/"):
+        ref = ref.removeprefix(prefix)
+    return unquote(urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1]) or "scene"
+
+
+@contextmanager
+def open_raster(ref: ImageRef) -> Iterator[rasterio.DatasetReader]:
+    """The scene opened through the scene-source seam (``workers.sources``: range reads for URLs, the
+    ``AWS_*`` environment for buckets), with its GDAL settings in force for every read inside the block."""
+    source = sources.resolve(ref)
+    with source.env(), sources.opened(source) as src:
+        yield src
+
+
+def read_scene(path: ImageRef, labels: Labels, bands: list[int], gsd_m: float, margin_px: int
                ) -> SceneRead | None:
     """The labels' window of one scene (``margin_px`` model pixels of context around them), resampled to
     ``gsd_m`` by area averaging, with per-pixel class labels (-1 unlabelled, or the background class); None
@@ -182,7 +204,7 @@ def read_scene(path: Path, labels: Labels, bands: list[int], gsd_m: float, margi
     shapes = zip(geoms, labels.class_of.tolist(), strict=True)
     raster = rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype="int16")
     raster[~np.isfinite(pixels).all(axis=-1)] = -1  # no data: nothing to learn or score there
-    scene = Scene(path.stem, pixels, raster.astype(np.int16), 1)
+    scene = Scene(image_name(path).rsplit(".", 1)[0], pixels, raster.astype(np.int16), 1)
     return SceneRead(scene, path, crs, transform, native, px_window)
 
 
@@ -202,7 +224,7 @@ def _labelled_window(src: rasterio.DatasetReader, geoms: np.ndarray, margin: flo
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def read_scenes(paths: list[Path], labels: Labels, bands: list[int], gsd_m: float, margin_px: int
+def read_scenes(paths: list[ImageRef], labels: Labels, bands: list[int], gsd_m: float, margin_px: int
                 ) -> list[SceneRead]:
     """Every scene's labelled window; an error when the labels lie on none of them."""
     found = [r for r in (read_scene(p, labels, bands, gsd_m, margin_px) for p in paths) if r is not None]

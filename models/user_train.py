@@ -18,14 +18,17 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import datasets, package, train, user_arch, user_dataset
+from models import datasets, package, user_arch, user_dataset
 from models.card import ModelCard
-from models.progress import EpochProgress
-from models.user_labels import open_raster, scene_gsd, sha256_of
+from models.user_labels import ImageRef, image_name, image_ref, open_raster, scene_gsd, sha256_of
 from spikescan.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from models.progress import EpochProgress
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -40,7 +43,7 @@ def colour(i: int) -> list[int]:
     return [*(int(v) for v in rng.integers(30, 226, 3)), 255]
 
 
-def band_names(path: Path, bands: list[int]) -> list[dict[str, str]]:
+def band_names(path: ImageRef, bands: list[int]) -> list[dict[str, str]]:
     """Card bands named as the scanner matches them: the band's description, else its colour name."""
     with open_raster(path) as src:
         out = []
@@ -53,7 +56,7 @@ def band_names(path: Path, bands: list[int]) -> list[dict[str, str]]:
     return out
 
 
-def parse_bands(text: str | None, first: Path) -> list[int]:
+def parse_bands(text: str | None, first: ImageRef) -> list[int]:
     if text is None:
         with open_raster(first) as src:
             return list(range(1, src.count + 1))
@@ -113,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
 
         return user_detection.main(args)
     seed = int(args.seed if args.seed is not None else 1)
-    images = [Path(p) for p in args.images]
+    images = [image_ref(p) for p in args.images]
     bands = parse_bands(args.bands, images[0])
     with open_raster(images[0]) as src:
         gsd = float(args.gsd) if args.gsd else scene_gsd(src)
@@ -121,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
             "background": args.background, "images": args.images, "bands": bands, "gsd_m": gsd,
             "margin_px": int(args.patch)}
     labels, reads = user_dataset.load(spec)  # every bad label file is refused here, before any output
+    from models.progress import EpochProgress  # a keras callback: TensorFlow, after the checks
+
     progress = EpochProgress(0, as_json=args.json)
     progress.stage(f"{len(labels.geometries)} labels in {len(labels.classes)} classes on "
                    f"{len(reads)} scene(s)")
@@ -136,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
     progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "spikescan " + shlex.join(argv)
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     pkg = write_atomically(Path(args.out), lambda tmp: finish_card(
         train.train(recipe, seed, tmp, command, prepared=prepared, progress=progress), tmp))
     m = pkg.card.metrics
@@ -156,6 +162,7 @@ def choose_network(args: argparse.Namespace, recipe: dict, prepared: datasets.Pr
     """The architecture search within ``--max-cores-per-copy`` (``models.user_arch``), each candidate trained
     for ``--search-epochs`` (at most ``--epochs``) on the training patches and scored on the validation
     patches; sets the recipe's layers and records the search in the card's training notes."""
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     train.configure_tf(seed, int(recipe.get("threads", min(2, os.cpu_count() or 1))))
     epochs = min(int(args.search_epochs), int(recipe["float_epochs"]))
 
@@ -188,8 +195,15 @@ def provenance(labels: user_dataset.Labels, reads: list[user_dataset.SceneRead])
 
 
 def provenance_images(reads: list[user_dataset.SceneRead]) -> list[dict[str, object]]:
-    return [{"file": r.path.name, "path": str(r.path.absolute()), "sha256": sha256_of(r.path), "crs": r.crs,
-             "native_gsd_m": r.native_gsd_m, "window_col_row_width_height": list(r.window_px)} for r in reads]
+    return [{"file": image_name(r.path), **_where(r.path), "crs": r.crs, "native_gsd_m": r.native_gsd_m,
+             "window_col_row_width_height": list(r.window_px)} for r in reads]
+
+
+def _where(ref: ImageRef) -> dict[str, str | None]:
+    # A remote image is recorded by its URL; hashing it would mean downloading it whole.
+    if isinstance(ref, Path):
+        return {"path": str(ref.absolute()), "sha256": sha256_of(ref)}
+    return {"url": ref, "sha256": None}
 
 
 def finish_card(pkg: package.ModelPackage, where: Path) -> package.ModelPackage:

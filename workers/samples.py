@@ -25,21 +25,24 @@ DEFAULT_SCENES = {
 }
 
 
-def default_scene(pkg: ModelPackage) -> Path:
+def default_scene(pkg: ModelPackage) -> Path | str:
     """A shipped model's held-out scene, or the first training scene a user's model records (its
-    ``training.data[].images[].path``, when that file is still there)."""
+    ``training.data[].images[]``: a ``path`` when that file is still there, or the ``url`` it was read
+    from)."""
     if pkg.name in DEFAULT_SCENES:
         dataset, name = DEFAULT_SCENES[pkg.name]
         return data.ensure(dataset) / name
     for source in pkg.card.training.get("data", []) or []:  # type: ignore[union-attr]
         for image in (source.get("images", []) if isinstance(source, dict) else []):
+            if image.get("url"):
+                return str(image["url"])
             path = Path(str(image.get("path", "")))
             if path.is_file():
                 return path
     raise InvalidInput(f"no default scene for model {pkg.name!r}: give one with --scene")
 
 
-def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+def real_patches(pkg: ModelPackage, scene_path: Path | str, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` chips with data from the scene, evenly spread; the stride shrinks until there are enough."""
     card = pkg.card
     # Read as a job reads it (fill values, the card's normalisation): raw pixels would saturate a model whose
@@ -64,7 +67,7 @@ def real_patches(pkg: ModelPackage, scene_path: Path, count: int) -> tuple[np.nd
     return all_pixels[pick], all_valid[pick]
 
 
-def block_patches(pkg: ModelPackage, scene_path: Path, squares: int, side: int = 2
+def block_patches(pkg: ModelPackage, scene_path: Path | str, squares: int, side: int = 2
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``squares`` squares of ``side x side`` neighbouring chips at the half-patch stride (the shared
     input blocks' geometry), each square's chips consecutive in row-major order, as a job in block order

@@ -21,6 +21,7 @@ from models.user_train import write_atomically
 from spikescan import data
 from spikescan.cli import main as cli_main
 from spikescan.errors import InvalidInput
+from tests.remote import RangeServer
 
 FIELD = "landuse"
 
@@ -261,3 +262,65 @@ def test_bad_labels_are_refused_with_one_line_and_status_2(case: str, tmp_path: 
     assert len(err) == 1 and err[0].startswith("spikescan: error: ") and message in err[0], err
     assert args[0].split("/")[-1] in err[0]  # the file is named
     assert not (tmp_path / "out").exists()
+
+
+def test_images_by_url_read_the_same_labelled_window_as_the_local_file(
+        labels_gpkg: Path, served: RangeServer, landsat_tif: Path) -> None:
+    """A scene behind https is read through the scene-source seam (range reads), pixel for pixel as the
+    local copy, and recorded by its URL."""
+    from models import user_labels
+
+    labels = user_labels.read_labels(labels_gpkg, FIELD, "segmentation", None)
+    url = f"{served.url}/scene.tif"
+    assert user_labels.image_ref(url) == url and user_labels.image_ref(str(landsat_tif)) == landsat_tif
+    served.requests.clear()
+    (remote,) = user_labels.read_scenes([user_labels.image_ref(url)], labels, [1, 2, 3, 4, 5], 28.5, 16)
+    (local,) = user_labels.read_scenes([landsat_tif], labels, [1, 2, 3, 4, 5], 28.5, 16)
+    assert any(r[2] for r in served.requests if r[0] == "GET")  # ranged reads, not a download
+    np.testing.assert_array_equal(remote.scene.pixels, local.scene.pixels)
+    np.testing.assert_array_equal(remote.scene.labels, local.scene.labels)
+    assert remote.scene.name == "scene" and remote.window_px == local.window_px
+    from models.user_train import provenance_images
+
+    (rec,) = provenance_images([remote])
+    assert rec["url"] == url and rec["sha256"] is None and rec["file"] == "scene.tif"
+
+
+def test_an_unreachable_image_url_is_refused_with_one_line_and_status_2(
+        labels_gpkg: Path, served: RangeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = train_args(labels_gpkg, tmp_path / "m")
+    args[args.index("--images") + 1] = f"{served.url}/missing.tif"
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.tif" in err[0], err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_package_trained_from_a_url_plans_on_that_url(
+        labels_gpkg: Path, served: RangeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "remote"
+    args = train_args(labels_gpkg, out, "--epochs", "1", "--max-cores-per-copy", "40")  # one candidate fits
+    args[args.index("--images") + 1] = f"{served.url}/scene.tif"
+    assert cli_main(args) == 0
+    pkg = package.load(out)
+    (image,) = pkg.card.training["data"][0]["images"]  # type: ignore[index]
+    assert image["url"] == f"{served.url}/scene.tif" and "path" not in image
+    capsys.readouterr()
+    served.requests.clear()
+    assert cli_main(["plan", "--model", str(out)]) == 0  # its sample patches come from the URL
+    assert json.loads(capsys.readouterr().out)["model_id"] == pkg.id
+    assert served.requests
+
+
+def test_a_refusal_is_one_line_on_the_terminal_too(labels_gpkg: Path, tmp_path: Path) -> None:
+    """The bad-label checks run before TensorFlow is loaded, so its start-up logging (written by C++
+    straight to file descriptor 2, past Python's sys.stderr) does not bury the one-line message."""
+    import subprocess
+    import sys
+
+    args = train_args(labels_gpkg, tmp_path / "m")
+    args[args.index("--label-field") + 1] = "nosuch"
+    done = subprocess.run([sys.executable, "-m", "spikescan.cli", *args], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"spikescan: error: {labels_gpkg}: no field 'nosuch' (fields: {FIELD})"], done.stderr
