@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -157,11 +157,7 @@ def image_ref(text: str | Path) -> ImageRef:
 
 def image_name(ref: ImageRef) -> str:
     """The image's file name (a URL's last path segment)."""
-    if isinstance(ref, Path):
-        return ref.name
-    for prefix in ("/vsicurl/", "/vsis3/"):
-        ref = ref.removeprefix(prefix)
-    return unquote(urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1]) or "scene"
+    return ref.name if isinstance(ref, Path) else sources.url_file_name(ref)
 
 
 @contextmanager

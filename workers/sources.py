@@ -93,11 +93,16 @@ class SceneSource:
             return self.label
         if self.kind == "file":
             return Path(self.ref).name
-        return unquote(urlsplit(self.ref).path.rstrip("/").rsplit("/", 1)[-1]) or "scene"
+        return url_file_name(self.ref)
 
     def env(self) -> AbstractContextManager[object]:
         """The GDAL configuration every open and read of this scene needs (nothing for a local file)."""
         return rasterio.Env(**self.options) if self.options else nullcontext()
+
+
+def url_file_name(url: str) -> str:
+    """A URL's last path segment, unquoted, without the query string ("scene" if it has none)."""
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]) or "scene"
 
 
 def resolve(ref: str | Path | SceneSource, *, geotiff_only: bool = False) -> SceneSource:

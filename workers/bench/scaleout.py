@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import rasterio
 import redis
@@ -34,7 +32,7 @@ from workers.backends import get_backend
 from workers.bench.child import run_child
 from workers.bench.s3server import S3Server
 from workers.bench.service import build_scene
-from workers.bench.service_e2e import ServiceStack
+from workers.bench.service_e2e import ServiceStack, one_job
 from workers.chips import ChipGrid
 
 MODEL = "landcover-landsat"
@@ -50,13 +48,13 @@ def _timed_job(stack: ServiceStack, scene: Path, client: redis.Redis) -> dict[st
     """One upload job: its submit→done seconds, Redis CPU seconds and Redis peak memory above idle."""
     idle = int(client.info("memory")["used_memory"])
     cpu0 = _redis_cpu_s(client)
-    with open(scene, "rb") as fh:
-        job = httpx.post(f"{stack.url}/v1/jobs", data={"model": MODEL}, files={"scene": fh},
-                         timeout=600).json()
     peak = idle
-    while (st := httpx.get(f"{stack.url}/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+
+    def sample() -> None:
+        nonlocal peak
         peak = max(peak, int(client.info("memory")["used_memory"]))
-        time.sleep(0.2)
+
+    st = one_job(stack.url, scene, MODEL, on_poll=sample)
     if st["status"] != "done":
         raise RuntimeError(f"bench job {st['id']} {st['status']}: {st.get('error')}")
     return {

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ class ServiceStack:
 
     def job(self, scene: Path, model: str) -> dict[str, Any]:
         """Upload ``scene`` and wait for its job: the status, with ``seconds`` = submit→done as recorded."""
-        st = _one_job(self.url, scene, model)
+        st = one_job(self.url, scene, model)
         if st["status"] != "done":
             raise RuntimeError(f"bench job {st['id']} {st['status']}: {st.get('error')}")
         st["seconds"] = st["finished"] - st["created"]
@@ -114,12 +115,15 @@ def service_run(scene: Path, model: str, n_infer: int, root: Path) -> dict[str, 
     }
 
 
-def _one_job(url: str, scene: Path, model: str) -> dict[str, Any]:
+def one_job(url: str, scene: Path, model: str, on_poll: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Upload ``scene``, wait for its job and return its final status; ``on_poll`` runs at every poll."""
     with open(scene, "rb") as fh:
-        job = httpx.post(f"{url}/v1/jobs", data={"model": model}, files={"scene": fh}, timeout=300).json()
+        job = httpx.post(f"{url}/v1/jobs", data={"model": model}, files={"scene": fh}, timeout=600).json()
     # The time taken is the job's own record (created→finished), not when this loop notices: polling seldom
     # costs no accuracy and keeps the API's and Redis's CPU for the job on a small machine.
     while (st := httpx.get(f"{url}/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+        if on_poll is not None:
+            on_poll()
         time.sleep(0.25)
     return st  # type: ignore[no-any-return]
 
