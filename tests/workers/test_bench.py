@@ -148,3 +148,26 @@ def test_bench_spinnaker_quick_json() -> None:
             assert r["board_over_cpu"][name] == pytest.approx(ratio)
         verdict = next(line for line in text.splitlines() if line.startswith(f"  {r['model']}:"))
         assert ("LOSES" in verdict) == any(v > 1 for v in r["board_over_cpu"].values()), verdict
+
+
+def test_the_io_floor_writes_what_the_real_run_writes(tmp_path: Path) -> None:
+    """The floor replays the run's own scores, so its outputs are the real ones: the same boxes and the same
+    class raster as `pipeline.run` on that scene (all-zero scores made a floor lighter than any real run)."""
+    import rasterio
+
+    from workers import pipeline
+    from workers.bench import memory
+    from workers.bench import pipeline as bench_pipeline
+
+    scene = memory.build_scene(tmp_path / "scene.tif", 640)
+    pkg = model_package.load("trees-rgb")
+    scores: list = []
+    assert bench_pipeline.inference_alone_s(scene, pkg, 64, scores) > 0
+    assert bench_pipeline.io_floor_s(scene, pkg, tmp_path / "floor", scores) > 0
+    pipeline.run(scene, pkg, tmp_path / "run", quiet=True)
+    floor, run = (json.loads((tmp_path / d / "detections.geojson").read_text()) for d in ("floor", "run"))
+    assert len(run["features"]) > 50
+    assert [f["geometry"] for f in floor["features"]] == [f["geometry"] for f in run["features"]]
+    floor_classes, run_classes = (tmp_path / d / "classes.tif" for d in ("floor", "run"))
+    with rasterio.open(floor_classes) as a, rasterio.open(run_classes) as b:
+        assert (a.read() == b.read()).all()
