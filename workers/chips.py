@@ -147,4 +147,10 @@ def cell_validity(valid: np.ndarray, output_stride: int) -> np.ndarray:
     """[N, P, P] pixel validity → [N, P/s, P/s] cell validity: a cell counts if any of its pixels is valid."""
     n, h, w = valid.shape
     s = output_stride
-    return valid.reshape(n, h // s, s, w // s, s).any(axis=(2, 4))
+    # Chips are strided views of a row's strip, so any reduction copies; most chips are wholly valid, and
+    # checking that first is ~40x cheaper than the reduction (which cost ~8 % of a scene's I/O floor).
+    if valid.all():
+        return np.ones((n, h // s, w // s), bool)
+    # Rows of a cell first, then its columns: 4.5x faster than one reduction over two strided axes.
+    rows = valid.reshape(n, h // s, s, w).any(axis=2)
+    return rows.reshape(n, h // s, w // s, s).any(axis=3)

@@ -62,3 +62,12 @@ def test_a_cell_is_valid_if_any_pixel_is() -> None:
     cells = cell_validity(valid, 4)
     assert cells.shape == (1, 2, 2)
     assert cells[0].tolist() == [[False, False], [True, False]]
+
+
+def test_cell_validity_agrees_with_the_plain_reduction_on_strided_chips() -> None:
+    rng = np.random.default_rng(7)
+    for share in (0.0, 0.02, 0.5, 1.0):
+        strip = rng.random((16, 200)) < share
+        chips = np.lib.stride_tricks.sliding_window_view(strip, 16, axis=1)[:, ::8].transpose(1, 0, 2)
+        expected = chips.reshape(len(chips), 4, 4, 4, 4).any(axis=(2, 4))
+        assert (cell_validity(chips, 4) == expected).all()
