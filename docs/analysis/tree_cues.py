@@ -73,7 +73,8 @@ def main() -> None:
                 print(f"  2. fused w={w}: best F1 {best[0]:.2f} (min_score {best[1]})")
             spec = PeakSpec(targets, sides, d.sigma_cells, 0.3, d.nms_iou, d.peak_radius)
             found = boxes(scores, spec, cell_px)
-            loose = ", ".join(f"IoU {t}: {ev.match_boxes(found, item.truth, t).f1:.2f}" for t in (0.05, 0.2, 0.4))
+            loose = ", ".join(f"IoU {t}: {ev.match_boxes(found, item.truth, t).f1:.2f}"
+                              for t in (0.05, 0.2, 0.4))
             print(f"  3. model at min_score 0.3, F1 by IoU threshold: {loose}")
 
 
