@@ -22,9 +22,6 @@ import shapely
 from affine import Affine
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
-from shapely.geometry import mapping
-from shapely.geometry.base import BaseGeometry
-from shapely.geometry.polygon import orient
 
 from models.tasks import CellFeature, Footprint, Task, VectorParams
 from workers.mosaic import Strip
@@ -49,13 +46,11 @@ class VectorWriter:
         self._fh.write('{"type": "FeatureCollection", "features": [\n')
 
     def write_strip(self, strip: Strip) -> None:
-        for feature in self._output.feed(strip.y0, strip.scores, strip.hits > 0):
-            self._write(feature)
+        self._write_all(list(self._output.feed(strip.y0, strip.scores, strip.hits > 0)))
 
     def finish(self) -> int:
         """Flush what is still pending, close the file and move it into place; the number of features."""
-        for feature in self._output.close():
-            self._write(feature)
+        self._write_all(list(self._output.close()))
         self._fh.write("\n]}\n")
         self._fh.close()
         os.replace(self._tmp, self.path)
@@ -66,28 +61,38 @@ class VectorWriter:
             self._fh.close()
         self._tmp.unlink(missing_ok=True)
 
-    def _write(self, feature: CellFeature) -> None:
-        self._fh.write((",\n" if self.count else "") + json.dumps(self.geojson(feature)))
-        self.count += 1
-
-    def geojson(self, feature: CellFeature) -> dict[str, object]:
-        lonlat = self._lonlat(feature.geometry)
-        area, _ = _GEOD.geometry_area_perimeter(lonlat)
-        return {
-            "type": "Feature",
-            "bbox": [round(v, 9) for v in lonlat.bounds],
-            "geometry": mapping(lonlat),
-            "properties": {
+    def _write_all(self, features: list[CellFeature]) -> None:
+        """A strip's features at once: one reprojection of all their vertices, and orientation, bounds and
+        geometry JSON vectorised; feature by feature these steps cost several times more."""
+        if not features:
+            return
+        lonlat = self._lonlat(np.array([f.geometry for f in features], dtype=object))
+        bounds = shapely.bounds(lonlat)
+        geometries = shapely.to_geojson(lonlat)
+        areas = geodesic_areas(lonlat)
+        parts = []
+        for feature, area, box, geometry in zip(features, areas, bounds, geometries, strict=True):
+            properties = {
                 "class": feature.class_name,
                 "score": round(float(feature.score), 4),
                 "model": self._model_id,
                 "area_m2": round(abs(area), 3),
                 **feature.properties,
-            },
-        }
+            }
+            bbox = json.dumps([round(float(v), 9) for v in box])
+            parts.append(f'{{"type": "Feature", "bbox": {bbox}, "geometry": {geometry}, '
+                         f'"properties": {json.dumps(properties)}}}')
+        self._fh.write((",\n" if self.count else "") + ",\n".join(parts))
+        self.count += len(parts)
 
-    def _lonlat(self, geometry: BaseGeometry) -> BaseGeometry:
-        dense = shapely.segmentize(geometry, DENSIFY_CELLS)
+    def _lonlat(self, geometries: np.ndarray) -> np.ndarray:
+        """Cell coordinates -> lon/lat, long edges densified first; exterior rings counter-clockwise."""
+        # Only a geometry whose bounding box's diagonal exceeds the limit can have an edge that does.
+        x0, y0, x1, y1 = shapely.bounds(geometries).T
+        long = np.hypot(x1 - x0, y1 - y0) > DENSIFY_CELLS
+        dense = geometries.copy()
+        if long.any():
+            dense[long] = shapely.segmentize(geometries[long], DENSIFY_CELLS)
         a = self._transform
 
         def to_lonlat(xy: np.ndarray) -> np.ndarray:
@@ -96,5 +101,20 @@ class VectorWriter:
             lon, lat = self._to_lonlat.transform(x, y)
             return np.column_stack([lon, lat])
 
-        out = shapely.transform(dense, to_lonlat)
-        return orient(out, sign=1.0) if out.geom_type == "Polygon" else out
+        return shapely.orient_polygons(shapely.transform(dense, to_lonlat), exterior_cw=False)
+
+
+def geodesic_areas(lonlat: np.ndarray) -> np.ndarray:
+    """Signed geodesic area of each (multi)polygon on WGS84: the sum of its rings' areas, exterior rings
+    counter-clockwise (positive), holes clockwise — what ``Geod.geometry_area_perimeter`` sums, in the same
+    order, without its per-vertex Python iteration."""
+    rings, owner = shapely.get_rings(lonlat, return_index=True)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    ends = np.searchsorted(ring_of, np.arange(1, len(rings) + 1))
+    areas = np.zeros(len(lonlat))
+    start = 0
+    for ring, end in enumerate(ends):
+        area, _ = _GEOD.polygon_area_perimeter(xy[start:end, 0], xy[start:end, 1])
+        areas[owner[ring]] += area
+        start = end
+    return areas
