@@ -49,6 +49,17 @@ def cores_per_copy(card: ModelCard) -> int:
     return _cores_per_copy(card.model_dump_json())
 
 
+def cores_at_patch(recipe: dict, spec: Layers, seed: int) -> Callable[[int], int]:
+    """The cores per copy of the network ``spec`` for ``recipe``'s bands and classes, by patch size: what
+    the patch rule (``models.user_patch.fit_budget``) checks against the budget."""
+    from models import train  # TensorFlow: loaded only once the inputs have passed their checks
+
+    # The count depends on shapes only; any ascending thresholds make a valid card.
+    thresholds = [[float(k) for k in range(int(recipe["levels"]))]] * len(recipe["bands"])
+    return lambda patch: cores_per_copy(train.make_card({**recipe, "patch_size": patch, "layers": spec},
+                                                        thresholds, seed))
+
+
 @functools.cache
 def _cores_per_copy(card_json: str) -> int:
     # Counting lists every synapse (seconds for the larger candidates): a card seen twice is counted once.

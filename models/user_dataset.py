@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models import metrics
+from models import metrics, user_images, user_patch
 from models.datasets import PatchSet, Scene, concat, cut, masked, window_positions
-from models.user_labels import Labels, SceneRead, image_ref, read_labels, read_scenes
+from models.user_images import TrainingImage
+from models.user_labels import Labels, SceneRead, read_labels, read_scenes
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 FEW_PIXELS = 50  # a class with fewer labelled training pixels than this is learnt from too little
@@ -100,11 +101,16 @@ def majority_baseline(classes: list[str], train_counts: np.ndarray, test: list[S
     return {"class": classes[majority], **report}
 
 
-def load(spec: dict, classes_hint: list[str] | None = None) -> tuple[Labels, list[SceneRead]]:
+def load(spec: dict, images: list[TrainingImage] | None = None
+         ) -> tuple[Labels, list[SceneRead], user_patch.PatchChoice]:
+    """The labels, every scene's labelled window (a patch of context around it) and the patch: ``spec``'s
+    ``patch``, else the one the labels' scale gives (``models.user_patch``)."""
     labels = read_labels(Path(spec["labels"]), spec.get("label_field"), spec["task"], spec.get("background"))
-    reads = read_scenes([image_ref(p) for p in spec["images"]], labels, spec["bands"], float(spec["gsd_m"]),
-                        int(spec["margin_px"]))
-    return labels, reads
+    images = images or user_images.resolve(spec["images"], spec.get("bands"))
+    gsd = float(spec["gsd_m"])
+    choice = user_patch.for_labels(spec["task"], labels.geometries, labels.crs, images[0], gsd,
+                                   spec.get("patch"))
+    return labels, read_scenes(images, labels, gsd, choice.patch), choice
 
 
 def build(recipe: dict, labels: Labels, reads: list[SceneRead]) -> UserData:

@@ -42,7 +42,7 @@ from models.user_objects import Objects, as_labels, read_objects, scene_boxes
 from spikescan.errors import InvalidInput
 
 TEST_FRACTION, VAL_FRACTION = 0.25, 0.15
-PATCH, STRIDE = 48, 4  # the tree model's chip and output cell (model pixels)
+STRIDE = 4  # the tree model's output cell (model pixels)
 FEW_OBJECTS = 50  # fewer training (or held-out) objects than this: the user is warned
 # The tree network, then smaller ones of the same shape: the architecture search's candidates.
 SHAPES = [[12, 32, 32, 32], [8, 16, 16, 16], [8, 12, 12]]
@@ -66,8 +66,8 @@ class Band:
     raw: np.ndarray
 
 
-def make_recipe(args: argparse.Namespace, bands: list[dict[str, str]], gsd: float, edges_m: list[float],
-                seed: int, kind: str) -> dict:
+def make_recipe(args: argparse.Namespace, bands: list[dict[str, str | None]], gsd: float,
+                edges_m: list[float], seed: int, kind: str, patch: int) -> dict:
     from models import train  # TensorFlow: loaded only once the inputs have passed their checks
     base = train.load_recipe("trees-rgb")
     epochs = int(args.epochs)
@@ -76,7 +76,7 @@ def make_recipe(args: argparse.Namespace, bands: list[dict[str, str]], gsd: floa
         **base, "name": args.name or Path(args.out).name, "version": "1.0.0", "dataset": "user",
         "summary": f"object detection per {gsd * STRIDE:g} m cell, trained on {Path(args.labels).name}",
         "data": [], "files": [], "classes": classes, "target_classes": classes[1:],
-        "bands": bands, "gsd_m": gsd, "patch_size": int(args.patch or PATCH), "output_stride": STRIDE,
+        "bands": bands, "gsd_m": gsd, "patch_size": patch, "output_stride": STRIDE,
         "size_bins_m": edges_m, "detection": {**base["detection"], "label": kind},
         "float_epochs": epochs, "patience": max(3, epochs // 5),
         "sharpen": {"kind": "fixed", "epochs_per_layer": max(1, epochs // 8)},
@@ -245,28 +245,26 @@ def finish_card(pkg: package.ModelPackage, test: list[Band], val: list[Band], wh
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.user_labels import image_ref, open_raster, scene_gsd
-    from models.user_train import (
-        band_names,
-        choose_network,
-        parse_bands,
-        provenance_images,
-        write_atomically,
-    )
+    from models import user_arch, user_images, user_patch
+    from models.user_images import card_bands, scene_gsd
+    from models.user_train import choose_network, provenance_images, write_atomically
 
     seed = int(args.seed if args.seed is not None else 1)
-    images = [image_ref(p) for p in args.images]
-    bands = parse_bands(args.bands, images[0])
-    with open_raster(images[0]) as src:
-        gsd = float(args.gsd) if args.gsd else scene_gsd(src)
+    images = user_images.resolve(args.images, args.bands)
+    with images[0].opened() as src:
+        gsd = float(args.gsd) if args.gsd else scene_gsd(src, images[0].source.ref)
     objects = read_objects(Path(args.labels), args.size_field, float(args.default_size), args.label_field)
-    patch = int(args.patch or PATCH)
-    reads = read_scenes(images, as_labels(objects), bands, gsd, patch)
+    patch = user_patch.for_labels("detection", objects.geometries, objects.crs, images[0], gsd, args.patch,
+                                  objects.sides_m)
+    reads = read_scenes(images, as_labels(objects), gsd, patch.patch)
     from models.progress import EpochProgress  # a keras callback: TensorFlow, after the checks
 
     progress = EpochProgress(0, as_json=args.json)
-    recipe = make_recipe(args, band_names(images[0], bands), gsd, size_edges(objects, reads, gsd), seed,
-                         objects.kind)
+    recipe = make_recipe(args, card_bands(images[0]), gsd, size_edges(objects, reads, gsd), seed,
+                         objects.kind, patch.patch)
+    patch = user_patch.fit_budget(patch, user_arch.cores_at_patch(recipe, layers(SHAPES[-1]), seed),
+                                  int(args.max_cores_per_copy))
+    recipe["patch_size"] = patch.patch
     progress.stage(f"{len(objects.geometries)} objects on {len(reads)} scene(s)")
     prepared, val, test, notes = build(recipe, objects, reads, seed)
     for text in notes["warnings"]:  # type: ignore[attr-defined]
@@ -275,7 +273,8 @@ def main(args: argparse.Namespace) -> int:
         "data": [{"labels": {"file": objects.path.name, "sha256": objects.sha256,
                              "crs": objects.crs.to_string(),
                              "features": objects.features_read, "features_used": len(objects.geometries)},
-                  "images": provenance_images(reads), "licence": "the user's own data"}]})
+                  "images": provenance_images(reads), "licence": "the user's own data"}],
+        "patch_from_labels": patch.note()})
     chosen = choose_network(args, recipe, prepared, seed, progress, [(f, layers(f)) for f in SHAPES])
     sharpening = int(np.ceil(recipe["sharpen"]["epochs_per_layer"] * len(chosen)))
     progress.total = recipe["float_epochs"] + sharpening + recipe["sharp_epochs"]

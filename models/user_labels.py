@@ -14,11 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -31,8 +28,8 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from models.datasets import Scene
+from models.user_images import TrainingImage, scene_gsd
 from spikescan.errors import InvalidInput
-from workers import sources
 
 # Geometry types each task can learn from: a segmentation needs areas (a point or line has none).
 USABLE = {"segmentation": {"Polygon", "MultiPolygon"}}
@@ -122,67 +119,35 @@ def _class_field(path: Path, fields: list[str], wanted: str | None) -> str:
                        f"(fields: {', '.join(fields) or 'none'})")
 
 
+def to_crs(geometries: np.ndarray, crs: CRS, target: CRS) -> np.ndarray:
+    """Shapely geometries reprojected from ``crs`` to ``target`` (x, y order whatever the CRSs' axes)."""
+    move = Transformer.from_crs(crs, target, always_xy=True)
+    return shapely.transform(geometries, lambda xy: np.column_stack(move.transform(*xy.T)))
+
+
 @dataclass(frozen=True)
 class SceneRead:
     """What was read of one scene: its labelled window on the model's grid."""
 
     scene: Scene
-    path: ImageRef
+    image: TrainingImage
     crs: str
     transform: Affine
     native_gsd_m: float
     window_px: tuple[int, int, int, int]  # col, row, width, height in the scene's own pixels
 
 
-def scene_gsd(src: rasterio.DatasetReader) -> float:
-    if src.crs is None:
-        raise InvalidInput(f"{src.name}: the scene has no coordinate reference system")
-    if src.crs.is_geographic:
-        raise InvalidInput(f"{src.name}: training needs a projected scene (metres); this one is in degrees")
-    factor = src.crs.linear_units_factor[1]
-    return float(abs(src.transform.a) * factor)
-
-
-# A local file, or a URL (https://, s3://, /vsicurl/, /vsis3/) kept as the user wrote it.
-ImageRef = Path | str
-
-
-def image_ref(text: str | Path) -> ImageRef:
-    """A ``--images`` argument: a local path, or a URL left as a string (``Path`` would fold its ``//``)."""
-    if isinstance(text, Path):
-        return text
-    scheme = urlsplit(text).scheme.lower()
-    return text if scheme in ("http", "https", "s3") or text.startswith("/vsi") else Path(text)
-
-
-def image_name(ref: ImageRef) -> str:
-    """The image's file name (a URL's last path segment)."""
-    return ref.name if isinstance(ref, Path) else sources.url_file_name(ref)
-
-
-@contextmanager
-def open_raster(ref: ImageRef) -> Iterator[rasterio.DatasetReader]:
-    """The scene opened through the scene-source seam (``workers.sources``: range reads for URLs, the
-    ``AWS_*`` environment for buckets), with its GDAL settings in force for every read inside the block."""
-    source = sources.resolve(ref)
-    with source.env(), sources.opened(source) as src:
-        yield src
-
-
-def read_scene(path: ImageRef, labels: Labels, bands: list[int], gsd_m: float, margin_px: int
-               ) -> SceneRead | None:
+def read_scene(image: TrainingImage, labels: Labels, gsd_m: float, margin_px: int) -> SceneRead | None:
     """The labels' window of one scene (``margin_px`` model pixels of context around them), resampled to
     ``gsd_m`` by area averaging, with per-pixel class labels (-1 unlabelled, or the background class); None
     when no label falls on the scene."""
-    with open_raster(path) as src:
-        native = scene_gsd(src)
+    with image.opened() as src:
+        native = scene_gsd(src, image.source.ref)
         if not 1 / GSD_MAX_FACTOR <= gsd_m / native <= GSD_MAX_FACTOR:
-            raise InvalidInput(f"{path}: pixels of {native:g} m are more than {GSD_MAX_FACTOR:g}x off "
+            raise InvalidInput(f"{image.ref}: pixels of {native:g} m are more than {GSD_MAX_FACTOR:g}x off "
                                f"--gsd {gsd_m:g}")
-        if max(bands) > src.count:
-            raise InvalidInput(f"{path}: has {src.count} bands, --bands asks for band {max(bands)}")
-        to_scene = Transformer.from_crs(labels.crs, CRS.from_user_input(src.crs), always_xy=True)
-        geoms = shapely.transform(labels.geometries, lambda xy: np.column_stack(to_scene.transform(*xy.T)))
+        bands = image.bands
+        geoms = to_crs(labels.geometries, labels.crs, CRS.from_user_input(src.crs))
         window = _labelled_window(src, geoms, margin_px * gsd_m / native)
         if window is None:
             return None
@@ -200,8 +165,8 @@ def read_scene(path: ImageRef, labels: Labels, bands: list[int], gsd_m: float, m
     shapes = zip(geoms, labels.class_of.tolist(), strict=True)
     raster = rasterize(shapes, out_shape=shape, transform=transform, fill=fill, dtype="int16")
     raster[~np.isfinite(pixels).all(axis=-1)] = -1  # no data: nothing to learn or score there
-    scene = Scene(image_name(path).rsplit(".", 1)[0], pixels, raster.astype(np.int16), 1)
-    return SceneRead(scene, path, crs, transform, native, px_window)
+    scene = Scene(image.name, pixels, raster.astype(np.int16), 1)
+    return SceneRead(scene, image, crs, transform, native, px_window)
 
 
 def _labelled_window(src: rasterio.DatasetReader, geoms: np.ndarray, margin: float) -> Window | None:
@@ -220,10 +185,9 @@ def _labelled_window(src: rasterio.DatasetReader, geoms: np.ndarray, margin: flo
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def read_scenes(paths: list[ImageRef], labels: Labels, bands: list[int], gsd_m: float, margin_px: int
-                ) -> list[SceneRead]:
+def read_scenes(images: list[TrainingImage], labels: Labels, gsd_m: float, margin_px: int) -> list[SceneRead]:
     """Every scene's labelled window; an error when the labels lie on none of them."""
-    found = [r for r in (read_scene(p, labels, bands, gsd_m, margin_px) for p in paths) if r is not None]
+    found = [r for r in (read_scene(i, labels, gsd_m, margin_px) for i in images) if r is not None]
     found = [r for r in found if (r.scene.labels >= 0).any()]
     if not found:
         x0, y0, x1, y1 = (round(v, 1) for v in shapely.total_bounds(labels.geometries))

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import shapely
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
-from models.user_labels import Labels, SceneRead, read_vector, sha256_of
+from models.user_labels import Labels, SceneRead, read_vector, sha256_of, to_crs
 from spikescan.errors import InvalidInput
 
 AREAS = {"Polygon", "MultiPolygon"}
@@ -97,8 +97,7 @@ def as_labels(objects: Objects) -> Labels:
 def scene_boxes(objects: Objects, read: SceneRead) -> np.ndarray:
     """[n, 4] boxes (x0, y0, x1, y1) in the model pixels of the scene window ``read``, for every object
     whose centre lies in the window."""
-    to_scene = Transformer.from_crs(objects.crs, CRS.from_user_input(read.crs), always_xy=True)
-    geoms = shapely.transform(objects.geometries, lambda xy: np.column_stack(to_scene.transform(*xy.T)))
+    geoms = to_crs(objects.geometries, objects.crs, CRS.from_user_input(read.crs))
     bounds = shapely.bounds(geoms)  # x0, y0, x1, y1 in scene CRS units
     units = CRS.from_user_input(read.crs).axis_info[0].unit_conversion_factor  # metres per CRS unit
     half = np.where(np.isnan(objects.sides_m), 0.0, objects.sides_m / 2 / units)

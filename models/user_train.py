@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models import datasets, package, user_arch, user_dataset
+from models import datasets, package, user_arch, user_dataset, user_images, user_patch
 from models.card import ModelCard
-from models.user_labels import ImageRef, image_name, image_ref, open_raster, scene_gsd, sha256_of
+from models.user_images import ImageRef, card_bands, image_name, scene_gsd
+from models.user_labels import sha256_of
 from spikescan.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -43,34 +44,8 @@ def colour(i: int) -> list[int]:
     return [*(int(v) for v in rng.integers(30, 226, 3)), 255]
 
 
-def band_names(path: ImageRef, bands: list[int]) -> list[dict[str, str]]:
-    """Card bands named as the scanner matches them: the band's description, else its colour name."""
-    with open_raster(path) as src:
-        out = []
-        for b in bands:
-            desc = (src.descriptions[b - 1] or "").strip()
-            ci = src.colorinterp[b - 1].name
-            name = desc or (ci if ci not in ("undefined", "gray", "alpha") else f"band{b}")
-            what = f"band {b} of the training scenes ({src.dtypes[b - 1]})"
-            out.append({"name": name, "description": what})
-    return out
-
-
-def parse_bands(text: str | None, first: ImageRef) -> list[int]:
-    if text is None:
-        with open_raster(first) as src:
-            return list(range(1, src.count + 1))
-    try:
-        bands = [int(b) for b in text.split(",")]
-    except ValueError:
-        raise InvalidInput(f"--bands must be comma-separated 1-based band numbers, got {text!r}") from None
-    if not bands or min(bands) < 1:
-        raise InvalidInput(f"--bands must be 1-based band numbers, got {text!r}")
-    return bands
-
-
-def make_recipe(args: argparse.Namespace, classes: list[str], bands: list[dict[str, str]], gsd: float,
-                seed: int) -> dict:
+def make_recipe(args: argparse.Namespace, classes: list[str], bands: list[dict[str, str | None]], gsd: float,
+                seed: int, patch: int) -> dict:
     epochs = int(args.epochs)
     background = args.background
     return {
@@ -79,10 +54,10 @@ def make_recipe(args: argparse.Namespace, classes: list[str], bands: list[dict[s
         "dataset": "user", "data": [], "files": [],
         "classes": classes, "colors": [colour(i) for i in range(len(classes))],
         "target_classes": [c for c in classes if c != background],
-        "bands": bands, "gsd_m": gsd, "patch_size": int(args.patch), "output_stride": 1,
+        "bands": bands, "gsd_m": gsd, "patch_size": patch, "output_stride": 1,
         "levels": 8, "neurons_per_class": 3, "beta": 2.0, "layers": user_arch.layers(user_arch.CANDIDATES[0]),
         "split": {"kind": "blocks", "block": BLOCK, "test_fraction": 0.3, "val_fraction": 0.15, "seed": 7},
-        "train_patch": min(TRAIN_PATCH, int(args.patch)), "train_stride": 2, "batch_size": 64,
+        "train_patch": min(TRAIN_PATCH, patch), "train_stride": 2, "batch_size": 64,
         "learning_rate": 0.003, "float_epochs": epochs, "patience": max(3, epochs // 5),
         "sharpen": {"kind": "fixed", "epochs_per_layer": max(1, epochs // 6)},
         "sharp_epochs": max(1, epochs // 4), "seed": seed, "threads": min(2, os.cpu_count() or 1),
@@ -100,12 +75,12 @@ def check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"{out}: already exists and is not empty; choose a new --out")
-    if args.patch is None:
-        args.patch = 16 if args.task == "segmentation" else 48
-    if args.patch < 8 or min(args.epochs, args.max_cores_per_copy, args.search_epochs) < 1:
+    # Without --patch the labels' scale chooses it (models.user_patch), once they have been read.
+    if (args.patch is not None and args.patch < 8) or min(args.epochs, args.max_cores_per_copy,
+                                                           args.search_epochs) < 1:
         raise InvalidInput("--patch must be at least 8, --epochs, --search-epochs and --max-cores-per-copy "
                            "at least 1")
-    if args.task == "detection" and args.patch % 4:
+    if args.task == "detection" and args.patch is not None and args.patch % 4:
         raise InvalidInput("--patch must be a multiple of 4 for detection (4-pixel output cells)")
 
 
@@ -116,24 +91,28 @@ def main(args: argparse.Namespace) -> int:
 
         return user_detection.main(args)
     seed = int(args.seed if args.seed is not None else 1)
-    images = [image_ref(p) for p in args.images]
-    bands = parse_bands(args.bands, images[0])
-    with open_raster(images[0]) as src:
-        gsd = float(args.gsd) if args.gsd else scene_gsd(src)
+    images = user_images.resolve(args.images, args.bands)
+    with images[0].opened() as src:
+        gsd = float(args.gsd) if args.gsd else scene_gsd(src, images[0].source.ref)
     spec = {"labels": args.labels, "label_field": args.label_field, "task": args.task,
-            "background": args.background, "images": args.images, "bands": bands, "gsd_m": gsd,
-            "margin_px": int(args.patch)}
-    labels, reads = user_dataset.load(spec)  # every bad label file is refused here, before any output
+            "background": args.background, "gsd_m": gsd, "patch": args.patch}
+    # every bad label file is refused here, before any output
+    labels, reads, patch = user_dataset.load(spec, images)
     from models.progress import EpochProgress  # a keras callback: TensorFlow, after the checks
 
     progress = EpochProgress(0, as_json=args.json)
     progress.stage(f"{len(labels.geometries)} labels in {len(labels.classes)} classes on "
                    f"{len(reads)} scene(s)")
-    recipe = make_recipe(args, labels.classes, band_names(images[0], bands), gsd, seed)
+    recipe = make_recipe(args, labels.classes, card_bands(images[0]), gsd, seed, patch.patch)
+    smallest = user_arch.layers(user_arch.CANDIDATES[-1])
+    patch = user_patch.fit_budget(patch, user_arch.cores_at_patch(recipe, smallest, seed),
+                                  int(args.max_cores_per_copy))
+    recipe.update(patch_size=patch.patch, train_patch=min(TRAIN_PATCH, patch.patch))
     data = user_dataset.build(recipe, labels, reads)
     for text in data.warnings:
         print(f"spikescan: warning: {text}", file=sys.stderr)
     data.notes.update(provenance(labels, reads))
+    data.notes["patch_from_labels"] = patch.note()
     prepared = datasets.finish(recipe, data.train, data.test, data.notes)
     prepared.validation, prepared.baseline = data.validation, data.baseline
     layers = choose_network(args, recipe, prepared, seed, progress)
@@ -195,12 +174,18 @@ def provenance(labels: user_dataset.Labels, reads: list[user_dataset.SceneRead])
 
 
 def provenance_images(reads: list[user_dataset.SceneRead]) -> list[dict[str, object]]:
-    return [{"file": image_name(r.path), **_where(r.path), "crs": r.crs, "native_gsd_m": r.native_gsd_m,
-             "window_col_row_width_height": list(r.window_px)} for r in reads]
+    """Each image's name, where it is (a STAC Item: also its id and every band's asset) and its window."""
+    out: list[dict[str, object]] = []
+    for r in reads:
+        stac = {"stac_item": user_images.stac_provenance(r.image)} if r.image.item is not None else {}
+        out.append({"file": image_name(r.image.ref), **_where(r.image.ref), **stac, "crs": r.crs,
+                    "native_gsd_m": r.native_gsd_m, "window_col_row_width_height": list(r.window_px)})
+    return out
 
 
 def _where(ref: ImageRef) -> dict[str, str | None]:
-    # A remote image is recorded by its URL; hashing it would mean downloading it whole.
+    # A remote image is recorded by its URL; hashing it would mean downloading it whole. A STAC Item's hash
+    # is its JSON's: it pins the asset hrefs, not their pixels.
     if isinstance(ref, Path):
         return {"path": str(ref.absolute()), "sha256": sha256_of(ref)}
     return {"url": ref, "sha256": None}

@@ -174,17 +174,20 @@ def _own_label_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--task", default=None, choices=["segmentation", "detection"],
                    help="train on your own labels (instead of a RECIPE)")
-    p.add_argument("--images", nargs="+", default=None, metavar="SCENE", help="GeoTIFFs the labels lie on")
+    p.add_argument("--images", nargs="+", default=None, metavar="SCENE",
+                   help="GeoTIFFs (paths or URLs) or STAC Items (.json path or URL) the labels lie on")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="vector labels GDAL reads (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) with a CRS")
     p.add_argument("--label-field", default=None, metavar="NAME", help="the field holding the class")
     p.add_argument("--background", default=None, metavar="CLASS",
                    help="class of the unlabelled area (default: unlabelled pixels are ignored)")
-    p.add_argument("--bands", default=None, help="1-based scene bands to use, e.g. 4,3,2 (default: all)")
+    p.add_argument("--bands", default=None,
+                   help="bands in the model's order: 1-based numbers, e.g. 4,3,2 (default: all), or names, "
+                        "e.g. red,green,blue,nir (a STAC Item's common names; a GeoTIFF's descriptions)")
     p.add_argument("--gsd", type=float, default=None, metavar="M",
                    help="model pixel size in metres (default: the first scene's)")
     p.add_argument("--patch", type=int, default=None, metavar="PX",
-                   help="scan patch size in model pixels (default 16; detection 48)")
+                   help="scan patch size in model pixels (default: from the labels' scale, see README)")
     p.add_argument("--size-field", default=None, metavar="NAME",
                    help="detection from points: the field holding each object's box side in metres")
     p.add_argument("--default-size", type=float, default=4.0, metavar="M",

@@ -475,7 +475,7 @@ def map_bands(
         raise BandMismatch(
             f"{path}: has {src.count} band(s), the model needs {len(want)} ({', '.join(want)})"
         )
-    by_name = _bands_by_name(src)
+    by_name = bands_by_name(src)
     matched = [by_name.get(b.name.lower()) or by_name.get((b.common_name or "").lower()) for b in card.bands]
     if all(matched) and len(set(matched)) == len(matched):
         return [int(m) for m in matched if m]
@@ -505,7 +505,8 @@ def _explicit_bands(path: str, count: int, want: list[str], bands: str | Sequenc
     return idx
 
 
-def _bands_by_name(src: rasterio.DatasetReader) -> dict[str, int]:
+def bands_by_name(src: rasterio.DatasetReader) -> dict[str, int]:
+    """1-based band of each lower-cased description and colour interpretation (the first band wins)."""
     names: dict[str, int] = {}
     for i, (desc, ci) in enumerate(zip(src.descriptions, src.colorinterp, strict=True), start=1):
         for key in (desc, ci.name if ci not in (ColorInterp.undefined, ColorInterp.gray) else None):

@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -33,7 +33,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from models.card import ModelCard
+from models.card import Band, ModelCard
 from spikescan.errors import BandMismatch, InvalidScene, SceneUnreachable
 from workers import sources
 from workers.sources import SceneSource
@@ -73,6 +73,7 @@ class Pick:
     scale: float | None
     offset: float | None
     nodata: float | None
+    common_name: str | None = None  # eo:bands common name, or the Sentinel-2 one of its asset key
 
 
 def load(ref: str) -> Item:
@@ -159,20 +160,29 @@ def _absolute(href: str, base: str | None, shown: str, key: str) -> str:
 # --- picking bands ----------------------------------------------------------------------------------------
 def pick(item: Item, card: ModelCard) -> list[Pick]:
     """An asset band for every card band, in the card's order; ``BandMismatch`` naming what is missing."""
+    return pick_bands(item, card.bands)
+
+
+def pick_bands(item: Item, bands: Sequence[Band], whose: str = "the model's") -> list[Pick]:
+    """An asset band for each of ``bands`` (by name or common name), in their order; ``whose`` says in the
+    ``BandMismatch`` who wants a missing band."""
     candidates = _candidates(item)
     picks: list[Pick] = []
-    for band in card.bands:
+    for band in bands:
         want = {band.name.lower(), (band.common_name or "").lower()} - {""}
         found = next((p for names, p in candidates if names & want), None)
         if found is None:
-            have = sorted({n for names, _ in candidates for n in names})
             raise BandMismatch(
-                f"{item.shown}: no asset for the model's band {band.name!r} (by eo:bands common name, name "
-                f"or asset key); the Item's GeoTIFF assets offer {', '.join(have) or 'none'}"
+                f"{item.shown}: no asset for {whose} band {band.name!r} (by eo:bands common name, name "
+                f"or asset key); the Item's GeoTIFF assets offer {', '.join(offered(item)) or 'none'}"
             )
-        picks.append(Pick(band.name, found.key, found.href, found.index, found.scale, found.offset,
-                          found.nodata))
+        picks.append(replace(found, band=band.name))
     return picks
+
+
+def offered(item: Item) -> list[str]:
+    """Every name a band of the Item's GeoTIFF assets answers to, sorted."""
+    return sorted({n for names, _ in _candidates(item) for n in names})
 
 
 def _candidates(item: Item) -> list[tuple[set[str], Pick]]:
@@ -185,12 +195,14 @@ def _candidates(item: Item) -> list[tuple[set[str], Pick]]:
         raster = asset.get("raster:bands") or asset.get("bands") or []
         for i, meta in enumerate(bands):
             names = {str(meta.get(k, "")).lower() for k in ("common_name", "eo:common_name", "name")} - {""}
+            common = str(meta.get("common_name") or meta.get("eo:common_name") or "").lower() or None
             if len(bands) == 1:
                 names |= _key_names(key)
+                common = common or S2_BANDS.get(key.lower())
             stats = raster[i] if i < len(raster) and isinstance(raster[i], dict) else {}
             nodata = _num(stats.get("nodata", asset.get("nodata")))
             pick_ = Pick("", key, asset["href"], i + 1, _num(stats.get("scale")), _num(stats.get("offset")),
-                         nodata)
+                         nodata, common)
             out.append((len(bands), names, pick_))
     out.sort(key=lambda c: c[0])  # stable: the Item's own order within each size
     return [(names, p) for _, names, p in out]
@@ -229,7 +241,11 @@ def source(ref: str | Item, card: ModelCard, admit: Callable[[str], str] | None 
     """The Item as one scene for ``card``. ``admit`` (the API's allow-list) is asked about every asset
     used."""
     item = ref if isinstance(ref, Item) else load(ref)
-    picks = pick(item, card)
+    return stack(item, pick(item, card), admit)
+
+
+def stack(item: Item, picks: list[Pick], admit: Callable[[str], str] | None = None) -> SceneSource:
+    """The VRT of ``picks`` as one scene named after the Item (``admit`` as for ``source``)."""
     opened: dict[str, tuple[SceneSource, dict[str, Any]]] = {}
     for p in picks:
         if p.href not in opened:

@@ -76,6 +76,8 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
     pkg = package.load(out)
     card, m, t = pkg.card, pkg.card.metrics, pkg.card.training
     assert card.task == "detection" and card.gsd_m == 0.2 and card.output_stride == 4
+    # The crowns' median longer side is 4.1 m, 20.5 px at 0.2 m: twice that, rounded up to the 4-px cell.
+    assert card.patch_size == 44 and t["patch_from_labels"]["median_size_px"] == pytest.approx(20.5)  # type: ignore[index]
     assert [b.name for b in card.bands] == ["red", "green", "blue"]
     assert card.target_classes == ["tree_small", "tree_medium", "tree_large"]  # named by --label-field
     edges = card.detection.sides_m
@@ -120,6 +122,7 @@ def test_short_detection_run_from_crown_boxes_gives_a_package_that_finds_boxes(
 
 def test_point_labels_become_boxes_of_their_size_on_the_scene(
         yell: tuple[Path, Path, np.ndarray, Affine], tmp_path: Path) -> None:
+    from models.user_images import resolve
     from models.user_labels import read_scenes
     from models.user_objects import as_labels, read_objects, scene_boxes
 
@@ -130,7 +133,7 @@ def test_point_labels_become_boxes_of_their_size_on_the_scene(
     write(path, shapely.to_wkb(shapely.points(cx, cy)), [side_m], ["crown_m"], geometry_type="Point",
           crs=CRS, driver="GPKG")
     objects = read_objects(path, "crown_m", 4.0)
-    read = read_scenes([scene], as_labels(objects), [1, 2, 3], 0.2, 48)[0]
+    read = read_scenes(resolve([scene], "1,2,3"), as_labels(objects), 0.2, 48)[0]
     got = scene_boxes(objects, read)
     assert len(got) == len(boxes)
     # Squares of the crown's side (in 0.2 m pixels) centred on the crown: the same centres and areas.

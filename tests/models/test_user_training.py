@@ -62,9 +62,11 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
 
     out = tmp_path / "mine"
     # A budget of 60 cores per copy drops the three largest candidates untrained (80, 72 and 64 cores for
-    # these 5 bands and 7 classes); the three others are trained briefly and compared on validation.
+    # these 5 bands and 7 classes at 16 px); the three others are trained briefly and compared on validation.
+    # --patch 16 overrides the labels' 12 px: at 16 px of context the one agriculture polygon falls in one
+    # block of the split, which the warning below is about.
     assert cli_main(train_args(labels_gpkg, out, "--epochs", "2", "--search-epochs", "1",
-                               "--max-cores-per-copy", "60", "--json")) == 0
+                               "--max-cores-per-copy", "60", "--patch", "16", "--json")) == 0
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     epochs = [e for e in events if e["event"] == "epoch"]
@@ -77,6 +79,8 @@ def test_short_run_from_a_geopackage_gives_a_package_that_scans_the_scene(
     pkg = package.load(out)
     card, m, t = pkg.card, pkg.card.metrics, pkg.card.training
     assert card.classes == sorted(set(polygons()[2]))
+    assert card.patch_size == 16 and t["patch_from_labels"]["patch"] == 12  # type: ignore[index]
+    assert t["patch_from_labels"]["overridden_by"] == "--patch 16"  # type: ignore[index]
     assert m["emulator_keras_agreement"]["patches_identical"] == 1.0  # type: ignore[index]
     # The board's weights by sPyNNaker's per-population rule keep every class (a fixed 1/16 step did not).
     assert m["board_class_agreement"]["value"] == 1.0  # type: ignore[index]
@@ -216,18 +220,20 @@ def test_the_search_never_trains_a_candidate_over_budget() -> None:
 
 def test_a_budget_no_candidate_fits_is_refused_before_training(labels_gpkg: Path, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(train_args(labels_gpkg, tmp_path / "out", "--max-cores-per-copy", "20")) == 2
+    # The labels' 12-px patch shrinks to 8 px for the budget, where the smallest network still takes 9 cores.
+    assert cli_main(train_args(labels_gpkg, tmp_path / "out", "--max-cores-per-copy", "8")) == 2
     err = capsys.readouterr().err.strip().splitlines()  # after the stage line and the labels' warnings
     errors = [line for line in err if line.startswith("spikescan: error: ")]
-    assert errors == err[-1:] and "--max-cores-per-copy 20: no candidate network fits" in err[-1], err
+    assert errors == err[-1:] and "--max-cores-per-copy 8: no candidate network fits" in err[-1], err
+    assert "the smallest needs 9 cores per copy" in err[-1]
     assert "epoch" not in "\n".join(err)  # refused before any training
     assert not (tmp_path / "out").exists()
 
 
 def test_background_class_labels_every_valid_pixel_of_the_window(labels_gpkg: Path) -> None:
     spec = {"labels": str(labels_gpkg), "label_field": FIELD, "task": "segmentation", "background": "other",
-            "images": [str(scene())], "bands": [1, 2, 3, 4, 5], "gsd_m": 28.5, "margin_px": 16}
-    labels, reads = user_dataset.load(spec)
+            "images": [str(scene())], "bands": [1, 2, 3, 4, 5], "gsd_m": 28.5, "patch": 16}
+    labels, reads, _ = user_dataset.load(spec)
     s = reads[0].scene
     valid = np.isfinite(s.pixels).all(axis=-1)
     assert "other" in labels.classes and (s.labels[valid] >= 0).all()
@@ -296,14 +302,14 @@ def test_images_by_url_read_the_same_labelled_window_as_the_local_file(
         labels_gpkg: Path, served: RangeServer, landsat_tif: Path) -> None:
     """A scene behind https is read through the scene-source seam (range reads), pixel for pixel as the
     local copy, and recorded by its URL."""
-    from models import user_labels
+    from models import user_images, user_labels
 
     labels = user_labels.read_labels(labels_gpkg, FIELD, "segmentation", None)
     url = f"{served.url}/scene.tif"
-    assert user_labels.image_ref(url) == url and user_labels.image_ref(str(landsat_tif)) == landsat_tif
+    assert user_images.image_ref(url) == url and user_images.image_ref(str(landsat_tif)) == landsat_tif
     served.requests.clear()
-    (remote,) = user_labels.read_scenes([user_labels.image_ref(url)], labels, [1, 2, 3, 4, 5], 28.5, 16)
-    (local,) = user_labels.read_scenes([landsat_tif], labels, [1, 2, 3, 4, 5], 28.5, 16)
+    (remote,) = user_labels.read_scenes(user_images.resolve([url], "1,2,3,4,5"), labels, 28.5, 16)
+    (local,) = user_labels.read_scenes(user_images.resolve([landsat_tif], "1,2,3,4,5"), labels, 28.5, 16)
     assert any(r[2] for r in served.requests if r[0] == "GET")  # ranged reads, not a download
     np.testing.assert_array_equal(remote.scene.pixels, local.scene.pixels)
     np.testing.assert_array_equal(remote.scene.labels, local.scene.labels)
@@ -327,7 +333,7 @@ def test_an_unreachable_image_url_is_refused_with_one_line_and_status_2(
 def test_a_package_trained_from_a_url_plans_on_that_url(
         labels_gpkg: Path, served: RangeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "remote"
-    args = train_args(labels_gpkg, out, "--epochs", "1", "--max-cores-per-copy", "40")  # one candidate fits
+    args = train_args(labels_gpkg, out, "--epochs", "1", "--max-cores-per-copy", "20")  # [8] alone, at 12 px
     args[args.index("--images") + 1] = f"{served.url}/scene.tif"
     assert cli_main(args) == 0
     pkg = package.load(out)
