@@ -3,6 +3,11 @@
 Uploads stream from disk (httpx reads the file in chunks). Progress is followed over the job's server-sent
 events; results are streamed to ``<out>/<job id>/``. Server errors come back as our own exceptions carrying
 the server's message, so the CLI prints one line and exits 2.
+
+A server that is busy rather than refusing (429 ``queue_full``, 503 ``storage_unavailable`` /
+``queue_unavailable``, always with ``Retry-After``) is asked again after the time it names, while the
+session's ``--max-wait`` budget lasts; past it the ``Unavailable`` reaches the CLI, which exits 75
+(``spikescan.cli.EXIT_STATUS``): the same command may well succeed later, unlike a bad input.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,15 +34,45 @@ _BY_STATUS: dict[int, type[e.SpikescanError]] = {
     413: e.PayloadTooLarge,
     422: e.InvalidScene,
     429: e.QueueFull,  # the server's back-pressure: the message says when to come back
-    503: e.Unavailable,
+    503: e.BackendUnavailable,  # without Retry-After: the server cannot do this (a broken model package)
+}
+# Answers that mean "busy, come back in Retry-After seconds", by the error body's code.
+_BUSY: dict[str, type[e.Unavailable]] = {
+    cls.code: cls for cls in (e.Unavailable, e.QueueFull, e.QueueUnavailable, e.StorageDown)
 }
 FINAL = ("done", "failed", "cancelled")
+T = TypeVar("T")
+
+
+def retry_after_s(value: str | None) -> int | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        return max(0, round(parsedate_to_datetime(value).timestamp() - time.time()))
+    except (TypeError, ValueError):
+        return None
 
 
 class Client:
-    def __init__(self, server: str, api_key: str | None = None, timeout_s: float = 300.0) -> None:
+    """``max_wait_s``: how long, in all, this client may wait for a busy server (``on_wait`` is told of each
+    wait); 0 gives a busy answer back at once as ``Unavailable``."""
+
+    def __init__(
+        self,
+        server: str,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        max_wait_s: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.max_wait_s = max_wait_s
+        self.waited_s = 0.0
+        self.on_wait = on_wait
 
     def close(self) -> None:
         self.http.close()
@@ -47,9 +84,39 @@ class Client:
         try:
             err = response.json()["error"]
             message = f"{err['message']} (HTTP {response.status_code} {err['code']})"
+            code = str(err["code"])
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {response.status_code} from {response.request.url}"
+            code = ""
+        after = retry_after_s(response.headers.get("retry-after"))
+        if response.status_code in (429, 503) and after is not None:
+            busy = _BUSY.get(code, e.QueueFull if response.status_code == 429 else e.Unavailable)
+            raise busy(message, after)
         raise _BY_STATUS.get(response.status_code, e.InvalidInput)(message)
+
+    def _patiently(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, made again after each busy answer's ``Retry-After`` while the budget lasts. A wait
+        never outlasts what is left of the budget: the last try comes when it runs out, then we give up."""
+        while True:
+            try:
+                return attempt()
+            except e.Unavailable as exc:
+                left = self.max_wait_s - self.waited_s
+                if left <= 0:
+                    if self.max_wait_s > 0:
+                        raise type(exc)(
+                            f"{exc.raw}; gave up after waiting {self.waited_s:.0f} s (--max-wait)",
+                            exc.retry_after_s,
+                        ) from None
+                    raise
+                pause = min(max(exc.retry_after_s, 1), left)  # never a busy loop on "Retry-After: 0"
+                if self.on_wait:
+                    self.on_wait(
+                        f"server busy ({exc.code}): retrying in {pause:.0f} s "
+                        f"({left - pause:.0f} s of --max-wait left after that)"
+                    )
+                time.sleep(pause)
+                self.waited_s += pause
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -73,14 +140,18 @@ class Client:
             **({"stride": str(stride)} if stride else {}),
             **{k: repr(float(v)) for k, v in inputs.items() if v is not None},
         }
-        try:
-            fh = open(scene, "rb")  # noqa: SIM115 - closed below, after the streamed request
-        except OSError as exc:
-            raise e.InvalidScene(f"{scene}: cannot read ({exc.strerror})") from None
-        with fh:
-            return self._request(
-                "POST", "/v1/jobs", data=form, files={"scene": (scene.name, fh, "image/tiff")}
-            ).json()  # type: ignore[no-any-return]
+
+        def attempt() -> dict[str, Any]:  # the file opened afresh each try: a refused one may be half sent
+            try:
+                fh = open(scene, "rb")  # noqa: SIM115 - closed below, after the streamed request
+            except OSError as exc:
+                raise e.InvalidScene(f"{scene}: cannot read ({exc.strerror})") from None
+            with fh:
+                return self._request(
+                    "POST", "/v1/jobs", data=form, files={"scene": (scene.name, fh, "image/tiff")}
+                ).json()  # type: ignore[no-any-return]
+
+        return self._patiently(attempt)
 
     def submit_uris(
         self,
@@ -93,7 +164,11 @@ class Client:
         body = {"uris": uris, "model": model, "bands": bands, "stride": stride} | {
             k: v for k, v in inputs.items() if v is not None
         }
-        return self._request("POST", "/v1/batches", json=body).json()  # type: ignore[no-any-return]
+
+        def post() -> dict[str, Any]:
+            return self._request("POST", "/v1/batches", json=body).json()  # type: ignore[no-any-return]
+
+        return self._patiently(post)
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()  # type: ignore[no-any-return]
@@ -121,13 +196,16 @@ class Client:
         paths = []
         for name in OUTPUTS:
             target = out_dir / name
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/results/{name}") as response:
-                self._check(response)
-                with open(target, "wb") as fh:
-                    for chunk in response.iter_bytes(1 << 20):
-                        fh.write(chunk)
+            self._patiently(lambda name=name, target=target: self._fetch(job_id, name, target))
             paths.append(target)
         return paths
+
+    def _fetch(self, job_id: str, name: str, target: Path) -> None:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/results/{name}") as response:
+            self._check(response)
+            with open(target, "wb") as fh:
+                for chunk in response.iter_bytes(1 << 20):
+                    fh.write(chunk)
 
 
 def _progress_line(status: dict[str, Any]) -> str:
@@ -141,7 +219,12 @@ def _progress_line(status: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    client = Client(args.server, args.api_key or os.environ.get("SPIKESCAN_API_KEY"))
+    client = Client(
+        args.server,
+        args.api_key or os.environ.get("SPIKESCAN_API_KEY"),
+        max_wait_s=args.max_wait,
+        on_wait=lambda line: print(f"spikescan: {line}", file=sys.stderr, flush=True),
+    )
     try:
         inputs = {"scale": args.scale, "nodata": args.nodata, "min_score": args.min_score,
                   "nms_iou": args.nms_iou}

@@ -1,7 +1,8 @@
 """The ``spikescan`` command line. Parsers live here; each command's work lives in the module it names.
 
 This is one of the two places our exceptions become responses: any ``SpikescanError`` prints one line naming
-the problem and exits with status 2.
+the problem and exits with the status ``EXIT_STATUS`` gives its class: 2 (the caller's mistake), or 75 for a
+server that stayed busy (``submit`` past its ``--max-wait``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from spikescan.errors import SpikescanError
+from spikescan.errors import SpikescanError, Unavailable
 from workers.backends import backend_names  # the backend registry: one list of names everywhere
 
 Handler = Callable[[argparse.Namespace], int]
+# The most specific class wins (MRO order), as in service.errors.STATUS. 75 is sysexits.h's EX_TEMPFAIL: a
+# server that answered "busy, retry later" until the client's patience ran out is no mistake of the caller's,
+# and a script should retry the same command later rather than fix its input.
+EXIT_STATUS: dict[type[SpikescanError], int] = {Unavailable: 75, SpikescanError: 2}
+
+
+def exit_status(exc: SpikescanError) -> int:
+    return next(EXIT_STATUS[cls] for cls in type(exc).__mro__ if cls in EXIT_STATUS)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -133,6 +142,16 @@ def _settings():  # type: ignore[no-untyped-def]
         first = exc.errors()[0]
         name = "SPIKESCAN_" + "_".join(str(p) for p in first["loc"]).upper()
         raise InvalidInput(f"configuration: {name}: {first['msg']}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -327,6 +346,14 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--wait", action="store_true", help="follow progress and download the results")
     p.add_argument("--out", default="spikescan-results", help="with --wait: results go to OUT/<job id>/")
     p.add_argument("--api-key", default=None, help="default: $SPIKESCAN_API_KEY")
+    p.add_argument(
+        "--max-wait",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long in all to wait for a busy server (HTTP 429/503 with Retry-After), retrying after "
+        "the time it names; then exit status 75 (default 300; 0: no retries)",
+    )
     p.set_defaults(handler=_cmd_submit)
 
 
@@ -339,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except SpikescanError as exc:
         print(f"spikescan: error: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("spikescan: interrupted", file=sys.stderr)
         return 130

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # do not each run a pool as wide as the node.
     threads: int = Field(default=1, ge=1)
     # Where uploads, per-chip results and outputs live (workers.objectstore): unset, the data dir; a
-    # directory; or s3://bucket/prefix (boto3 and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
+    # directory; or s3://bucket/prefix (obstore and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
     # for S3-compatible stores), so that hosts share only Redis and the bucket.
     storage_url: str | None = None
     # How long a finished (done, failed, cancelled) job's record and outputs are kept: its Redis keys expire

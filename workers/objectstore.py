@@ -1,9 +1,15 @@
 """Where a job's files live: one interface, a local directory (the default) or an S3 bucket.
 
 ``SPIKESCAN_STORAGE_URL`` selects it (``open_store``): unset or a path is a directory (the data dir by
-default: today's layout, byte for byte), ``s3://bucket/prefix`` a bucket, reached with boto3 and the
+default: today's layout, byte for byte), ``s3://bucket/prefix`` a bucket, reached with obstore and the
 standard ``AWS_*`` environment (``AWS_ENDPOINT_URL`` for S3-compatible stores). With a bucket, hosts share
 only Redis and the bucket: nothing any role writes must be read from another role's disk.
+
+obstore (Rust's ``object_store``) rather than boto3 or s3fs: on every operation the pipeline makes it costs
+3.7-5.2x less client CPU per operation than boto3 (9x per object deleted), and s3fs costs as much as boto3
+or more
+(``spikescan bench objectstore``, docs/operations.md); an inference worker that PUTs a chip-row object per
+batch and a mosaicker that lists and GETs them spend that CPU beside inference.
 
 Keys are ``/``-separated paths relative to the store's root (``jobs/<id>/chips/r3/<digest>.npz``). A key
 that holds a scene is handed to GDAL through ``ref``: a local path, or an ``s3://`` URL that
@@ -19,14 +25,16 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # Parts of a multipart upload: large enough that a 2 GB scene is ~128 parts, small enough that the two
 # parts in flight per upload hold 32 MB at most.
 PART_BYTES = 16 << 20
 STREAM_CHUNK = 256 << 10
+T = TypeVar("T")
 
 
 class StorageUnavailable(OSError):
@@ -159,26 +167,22 @@ class LocalStore(ObjectStore):
 
 
 class S3Store(ObjectStore):
-    """A bucket through boto3 (credentials, region and ``AWS_ENDPOINT_URL`` from the environment, as every
-    AWS SDK reads them). One client per process: boto3 clients are thread-safe."""
+    """A bucket through obstore. Credentials, region and endpoint as object_store reads them from the
+    environment: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_REGION``,
+    ``AWS_ENDPOINT_URL``, web identity (EKS IRSA), ECS task roles and the EC2 instance metadata — not the
+    profiles of ``~/.aws/config``. Stores are thread-safe: one set per process."""
 
     def __init__(self, bucket: str, prefix: str, part_bytes: int = PART_BYTES) -> None:
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        # Standard retries ride out a restarting store's short hiccups before we call it unavailable.
-        config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-        self.client: Any = boto3.client("s3", config=config)
-        # The API's admission probe asks "is it up right now?": one try, answered in seconds, not the
-        # retries and timeouts that ride out a hiccup during real work.
-        quick = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=5)
-        self.probe: Any = boto3.client("s3", config=quick)
-        self.transfer = TransferConfig(
-            multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=2
-        )
+        self.part_bytes = part_bytes
+        # Retries with backoff ride out a restarting store's short hiccups before we call it unavailable;
+        # 30 s at most, so a worker notices an outage and waits for the store instead (workers/roles.py).
+        self.store = _s3(bucket, self.prefix, retries=3, retry_s=30, timeout="60s")
+        # Streams to an API client (a whole COG to a slow link): the per-request timeout covers the body.
+        self.streams = _s3(bucket, self.prefix, retries=3, retry_s=30, timeout="1h")
+        # The API's admission probe asks "is it up right now?": one try, answered in seconds.
+        self.probe = _s3(bucket, self.prefix, retries=0, retry_s=5, timeout="5s", connect="2s")
 
     def key(self, key: str) -> str:
         return self.prefix + key
@@ -186,77 +190,92 @@ class S3Store(ObjectStore):
     def ref(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.key(key)}"
 
-    def _call(self, name: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args)``; a missing object is ``FileNotFoundError``, anything else the store's failure."""
+        from obstore.exceptions import BaseError
 
         try:
-            return getattr(self.client, name)(Bucket=self.bucket, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(kwargs.get("Key", "")) from None
-            raise StorageUnavailable(f"{self.ref('')}: {code or exc}") from None
-        except BotoCoreError as exc:
-            raise StorageUnavailable(f"{self.ref('')}: {exc}") from None
+            return fn(*args, **kwargs)
+        except FileNotFoundError:  # obstore's NotFoundError is one
+            raise FileNotFoundError(self.ref(what)) from None
+        except (BaseError, OSError) as exc:
+            raise StorageUnavailable(f"{self.ref(what)}: {_first_line(exc)}") from None
 
     def check(self) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        import obstore
 
-        try:
-            self.probe.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"{self.ref('')}: {exc}") from None
+        # One listing of at most one key: needs only the ListBucket right the store needs anyway.
+        self._call("", lambda: next(iter(obstore.list(self.probe, chunk_size=1)), None))
 
     def move_in(self, key: str, path: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        import obstore
 
-        try:  # multipart above PART_BYTES, read from the file part by part
-            self.client.upload_file(str(path), self.bucket, self.key(key), Config=self.transfer)
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"{self.ref(key)}: upload failed ({exc})") from None
+        # Multipart above part_bytes, read from the file part by part, two parts in flight.
+        with open(path, "rb") as fh:
+            self._call(key, obstore.put, self.store, key, fh, chunk_size=self.part_bytes, max_concurrency=2,
+                       use_multipart=path.stat().st_size > self.part_bytes)
         path.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._call("put_object", Key=self.key(key), Body=data)  # one PUT: atomic for readers
+        import obstore
+
+        self._call(key, obstore.put, self.store, key, data, use_multipart=False)  # one PUT: atomic
 
     def get_bytes(self, key: str) -> bytes | None:
+        import obstore
+
         try:
-            body = self._call("get_object", Key=self.key(key))["Body"]
+            return self._call(key, lambda: obstore.get(self.store, key).bytes().to_bytes())
         except FileNotFoundError:
             return None
-        try:
-            return bytes(body.read())
-        finally:
-            body.close()
 
     def names(self, prefix: str) -> list[str]:
-        found: list[str] = []
-        token: dict[str, str] = {}
-        while True:
-            page = self._call("list_objects_v2", Prefix=self.key(prefix), **token)
-            found += [obj["Key"][len(self.prefix):] for obj in page.get("Contents", [])]
-            if not page.get("IsTruncated"):
-                return sorted(found)
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+        import obstore
+
+        listed = self._call(prefix, lambda: [m["path"] for b in obstore.list(self.store, prefix) for m in b])
+        return sorted(listed)
 
     def size(self, key: str) -> int | None:
+        import obstore
+
         try:
-            return int(self._call("head_object", Key=self.key(key))["ContentLength"])
+            return int(self._call(key, obstore.head, self.store, key)["size"])
         except FileNotFoundError:
             return None
 
     def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        body = self._call("get_object", Key=self.key(key), Range=f"bytes={start}-{end}")["Body"]
-        try:
-            yield from body.iter_chunks(STREAM_CHUNK)
-        finally:
-            body.close()
+        import obstore
+
+        got = self._call(key, obstore.get, self.streams, key, options={"range": (start, end + 1)})
+        chunks = iter(got.stream(min_chunk_size=STREAM_CHUNK))
+        while True:
+            chunk = self._call(key, next, chunks, None)
+            if chunk is None:
+                return
+            yield bytes(chunk)
 
     def delete_prefix(self, prefix: str) -> None:
-        keys = [self.key(k) for k in self.names(prefix)]
-        for i in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys a request
-            batch = [{"Key": k} for k in keys[i : i + 1000]]
-            self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+        import obstore
+
+        keys = self.names(prefix)
+        if keys:  # DeleteObjects, 1000 keys a request
+            self._call(prefix, obstore.delete, self.store, keys)
+
+
+def _s3(bucket: str, prefix: str, retries: int, retry_s: float, timeout: str, connect: str = "10s") -> Any:
+    from obstore.store import S3Store as ObstoreS3
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    client = {"timeout": timeout, "connect_timeout": connect,
+              # object_store refuses plain http unless told; an operator who set an http:// endpoint means it.
+              "allow_http": endpoint.startswith("http://")}
+    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_s)}
+    return ObstoreS3(bucket, prefix=prefix or None, client_options=client, retry_config=retry)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_store(storage_url: str | None, data_dir: Path) -> ObjectStore:

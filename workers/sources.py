@@ -10,8 +10,8 @@ chipper, the inference workers, the API's checks) hands a reference to ``resolve
   user's terms before GDAL does: not found, access denied, unreachable, a server that ignores ``Range``
   (GDAL would then download the whole file for every block), a redirect to another host, not a TIFF;
 * ``s3://bucket/key`` and ``/vsis3/…``: GDAL's /vsis3/, credentials from the standard ``AWS_*`` environment,
-  which GDAL reads itself; ``AWS_ENDPOINT_URL`` (boto3's name for an S3-compatible store, which GDAL does not
-  know) becomes GDAL's ``AWS_S3_ENDPOINT``/``AWS_HTTPS``/path-style addressing;
+  which GDAL reads itself; ``AWS_ENDPOINT_URL`` (the AWS SDKs' name for an S3-compatible store; not GDAL's)
+  becomes GDAL's ``AWS_S3_ENDPOINT``/``AWS_HTTPS``/path-style addressing;
 * a STAC Item (``.json`` path or URL, or inline JSON): ``workers.stac_input`` stacks its band assets.
 
 Remote scenes are GeoTIFFs only: any other driver would let a crafted file make GDAL fetch further URLs.

@@ -9,10 +9,11 @@ in memory, never a file the user has to make.
   ``eo:bands``/``bands`` common name or name, or asset key (``blue``, ``B02``, ``SR_B2``), is the card band's
   name or common name. Single-band assets win over multi-band ones (a ``visual`` RGB preview is not data).
 * **Stacking** (``vrt_xml``): one VRT band per card band, in the card's order, named after it (so
-  ``workers.scene.map_bands`` finds them by name), on the grid of the finest chosen asset; coarser bands are
-  placed by their own geotransforms (nearest neighbour). Where ``raster:bands`` gives ``scale``/``offset``
-  the band is Float32 ``value * scale + offset`` with the asset's nodata (and everything outside an asset's
-  footprint) as NaN, which ``workers.scene`` counts as invalid.
+  ``workers.scene.map_bands`` finds them by name), on one grid (``workers.stac_grid``: the finest asset in
+  the first band's CRS); coarser bands on that grid are placed by their own geotransforms, assets in another
+  CRS or off the grid are warped onto it (both nearest neighbour). Where ``raster:bands`` gives
+  ``scale``/``offset`` the band is Float32 ``value * scale + offset`` with the asset's nodata (and
+  everything outside an asset's footprint) as NaN, which ``workers.scene`` counts as invalid.
 
 Every asset is opened (header only) through ``workers.sources`` with the GeoTIFF driver when the Item is
 read, and the VRT names each one as ``GTIFF_RAW:<path>``: GDAL then opens it with the GeoTIFF driver only,
@@ -35,8 +36,9 @@ import httpx
 
 from models.card import Band, ModelCard
 from spikescan.errors import BandMismatch, InvalidScene, SceneUnreachable
-from workers import sources
+from workers import sources, stac_grid
 from workers.sources import SceneSource
+from workers.stac_grid import Grid
 
 MAX_ITEM_BYTES = 4 << 20  # a Sentinel-2 Item is ~30 kB; anything this large is not an Item
 # Sentinel-2 band ids to common names, for Items whose assets lack eo:bands (keys like "B02").
@@ -255,7 +257,21 @@ def stack(item: Item, picks: list[Pick], admit: Callable[[str], str] | None = No
     options: dict[str, str] = {}
     for src, _ in opened.values():
         options |= dict(src.options)
-    xml = vrt_xml(picks, {h: (s.gdal_path, head) for h, (s, head) in opened.items()}, item.shown)
+    grid = stac_grid.target([opened[p.href][1] for p in picks])
+    if grid.transform.b or grid.transform.d:
+        raise InvalidScene(f"{item.shown}: rotated asset grids are not supported")
+    stacked: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    for p in picks:
+        src, head = opened[p.href]
+        if p.href in stacked:
+            continue
+        if stac_grid.placeable(head, grid):
+            stacked[p.href] = ("GTIFF_RAW:" + src.gdal_path, head)
+        else:  # None: the source already covers the grid, pixel for pixel
+            nodata = p.nodata if p.nodata is not None else head["nodata"]
+            stacked[p.href] = (stac_grid.warped_xml(src, grid, nodata), None)
+    heads = {h: head for h, (_, head) in opened.items()}
+    xml = vrt_xml(picks, stacked, heads, grid)
     return SceneSource(item.shown, xml, "stac", "VRT", options, label=item.id)
 
 
@@ -269,49 +285,57 @@ def _header(src: SceneSource, p: Pick) -> dict[str, Any]:
                 "dtype": ds.dtypes[p.index - 1], "nodata": ds.nodatavals[p.index - 1]}
 
 
-def vrt_xml(picks: list[Pick], headers: Mapping[str, tuple[str, dict[str, Any]]], shown: str) -> str:
-    """The VRT stacking ``picks`` on the grid of the finest asset (see the module docstring)."""
-    heads = [headers[p.href][1] for p in picks]
-    crs = heads[0]["crs"]
-    if any(h["crs"] != crs for h in heads):
-        raise InvalidScene(f"{shown}: the chosen assets are in different CRSs; warp them to one first")
-    grid = min(heads, key=lambda h: abs(h["transform"].a * h["transform"].e))
-    t = grid["transform"]
-    if t.b or t.d:
-        raise InvalidScene(f"{shown}: rotated asset grids are not supported")
+def vrt_xml(
+    picks: list[Pick],
+    stacked: Mapping[str, tuple[str, dict[str, Any] | None]],
+    heads: Mapping[str, dict[str, Any]],
+    grid: Grid,
+) -> str:
+    """The VRT stacking ``picks`` on ``grid``. ``stacked``: per asset href, what the VRT opens (a
+    ``GTIFF_RAW:`` name, or a warped VRT's XML) and the header that places it (None: warped onto the grid)."""
+    t = grid.transform
     scaled = any(p.scale is not None or p.offset is not None for p in picks)
-    dtypes = {h["dtype"] for h in heads}
+    dtypes = {heads[p.href]["dtype"] for p in picks}
     dtype = "Float32" if scaled or len(dtypes) > 1 else _gdal_type(dtypes.pop())
-    bands = [_vrt_band(i, p, headers[p.href][0], h, t, scaled, dtype) for i, (p, h) in
-             enumerate(zip(picks, heads, strict=True), start=1)]
+    bands = [_vrt_band(i, p, *stacked[p.href], heads[p.href], grid, scaled, dtype)
+             for i, p in enumerate(picks, start=1)]
     return (
-        f'<VRTDataset rasterXSize="{grid["width"]}" rasterYSize="{grid["height"]}">'
-        f"<SRS>{escape(crs.to_wkt())}</SRS>"
+        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">'
+        f"<SRS>{escape(grid.crs.to_wkt())}</SRS>"
         f"<GeoTransform>{t.c!r}, {t.a!r}, 0, {t.f!r}, 0, {t.e!r}</GeoTransform>"
         + "".join(bands)
         + "</VRTDataset>"
     )
 
 
-def _vrt_band(n: int, p: Pick, path: str, head: dict[str, Any], grid: Any, scaled: bool, dtype: str) -> str:
-    st = head["transform"]
-    # The asset's pixel rectangle in the stack's pixels: exact for grids that share an origin, fractional
-    # (GDAL accepts it) where they do not.
-    dst = ((st.c - grid.c) / grid.a, (st.f - grid.f) / grid.e,
-           head["width"] * st.a / grid.a, head["height"] * st.e / grid.e)
+def _vrt_band(n: int, p: Pick, name: str, placed: dict[str, Any] | None, head: dict[str, Any], grid: Grid,
+              scaled: bool, dtype: str) -> str:
+    gt = grid.transform
+    if placed is None:  # warped: already on the grid
+        src_size, dst = (grid.width, grid.height), (0.0, 0.0, float(grid.width), float(grid.height))
+    else:
+        st = placed["transform"]
+        # The asset's pixel rectangle in the stack's pixels: whole numbers (``stac_grid.placeable``).
+        src_size = (placed["width"], placed["height"])
+        dst = ((st.c - gt.c) / gt.a, (st.f - gt.f) / gt.e,
+               placed["width"] * st.a / gt.a, placed["height"] * st.e / gt.e)
     nodata = p.nodata if p.nodata is not None else head["nodata"]
-    rects = (f'<SrcRect xOff="0" yOff="0" xSize="{head["width"]}" ySize="{head["height"]}"/>'
+    rects = (f'<SrcRect xOff="0" yOff="0" xSize="{src_size[0]}" ySize="{src_size[1]}"/>'
              f'<DstRect xOff="{dst[0]!r}" yOff="{dst[1]!r}" xSize="{dst[2]!r}" ySize="{dst[3]!r}"/>')
-    src = (f"<SourceFilename relativeToVRT=\"0\">{escape('GTIFF_RAW:' + path)}</SourceFilename>"
+    src = (f"<SourceFilename relativeToVRT=\"0\">{escape(name)}</SourceFilename>"
            f"<SourceBand>{p.index}</SourceBand>{rects}")
+    # A warped source writes only where its alpha says the asset has data: elsewhere the band keeps its
+    # nodata (NaN when scaled), as it does outside a placed asset's rectangle.
+    masked = "<UseMaskBand>true</UseMaskBand>" if placed is None else ""
     if scaled:
-        body = src + (f"<NODATA>{nodata!r}</NODATA>" if nodata is not None else "")
+        body = src + (f"<NODATA>{nodata!r}</NODATA>" if nodata is not None else "") + masked
         ratio = 1.0 if p.scale is None else p.scale
         body += f"<ScaleOffset>{p.offset or 0.0!r}</ScaleOffset><ScaleRatio>{ratio!r}</ScaleRatio>"
         source_xml = f'<ComplexSource resampling="nearest">{body}</ComplexSource>'
         nodata_xml = "<NoDataValue>nan</NoDataValue>"
     else:
-        source_xml = f'<SimpleSource resampling="nearest">{src}</SimpleSource>'
+        kind = "ComplexSource" if masked else "SimpleSource"  # only a ComplexSource honours a mask band
+        source_xml = f'<{kind} resampling="nearest">{src}{masked}</{kind}>'
         nodata_xml = f"<NoDataValue>{nodata!r}</NoDataValue>" if nodata is not None else ""
     return (f'<VRTRasterBand dataType="{dtype}" band="{n}"><Description>{escape(p.band)}</Description>'
             f"{nodata_xml}{source_xml}</VRTRasterBand>")

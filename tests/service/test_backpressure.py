@@ -5,6 +5,8 @@ read, and never as a 500 — while reads go on; once the pressure is gone, new w
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,14 +40,21 @@ def _cap_redis(stack: Stack, maxmemory: int) -> None:
     r.close()
 
 
-def test_new_jobs_are_refused_with_429_before_redis_reaches_its_cap_and_before_the_upload_is_read(
-    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage, tmp_path: Path
-) -> None:
-    stack = new_stack(SPIKESCAN_ADMISSION_CHECK_S="0")  # no caching: each request looks afresh
+def _full_queue(new_stack: Callable[..., Stack]) -> Stack:
+    """A stack whose Redis is 90 % of its cap (past the default high water of 80 %): new work gets 429.
+    No caching of the admission look: each request looks afresh."""
+    stack = new_stack(SPIKESCAN_ADMISSION_CHECK_S="0")
     r = stack.rclient()
     used = int(r.info("memory")["used_memory"])
     r.close()
-    _cap_redis(stack, int(used / 0.9))  # 90 % used: past the default high water of 80 %
+    _cap_redis(stack, int(used / 0.9))
+    return stack
+
+
+def test_new_jobs_are_refused_with_429_before_redis_reaches_its_cap_and_before_the_upload_is_read(
+    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage, tmp_path: Path
+) -> None:
+    stack = _full_queue(new_stack)
     left = nothing_left(stack)
     big = tmp_path / "big.tif"
     big.write_bytes(b"\0" * (5 << 20))  # over the stack's 4 MB cap: a 413 if the body were read first
@@ -90,6 +99,54 @@ def test_a_write_redis_refuses_at_its_cap_is_a_429_and_records_nothing(
         left()
         _cap_redis(stack, 0)
         assert http.post("/v1/jobs", json=uri).status_code == 202
+
+
+def _submit(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    """`spikescan submit` as a user runs it, against the stack's API."""
+    cmd = [sys.executable, "-m", "spikescan.cli", "submit", *args, "--server", stack.url]
+    env = stack.env | {"SPIKESCAN_API_KEY": stack.keys[0]}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_submit_waits_out_a_full_queue_and_is_accepted_once_it_drains(
+    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage
+) -> None:
+    stack = _full_queue(new_stack)
+    # Retry-After says 30 s; a 4 s budget makes the one wait 4 s (a wait never outlasts the budget).
+    proc = _submit(stack, str(osbs_tif), "--model", rgb_model.name, "--max-wait", "4")
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert "server busy (queue_full): retrying in 4 s" in first, first
+    _cap_redis(stack, 0)  # the queue drains while the client waits
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, first + err
+    assert err == ""  # one line per wait, and there was one wait
+    job_id = out.split()[0]
+    with stack.client() as http:
+        assert http.get(f"/v1/jobs/{job_id}").json()["scene_name"] == osbs_tif.name
+
+
+def test_submit_gives_up_after_max_wait_with_exit_status_75(
+    new_stack: Callable[..., Stack], osbs_tif: Path, rgb_model: ModelPackage
+) -> None:
+    stack = _full_queue(new_stack)
+    (stack.inputs / "scene.tif").write_bytes(osbs_tif.read_bytes())
+    left = nothing_left(stack)
+    t0 = time.monotonic()
+    scene = str(stack.inputs / "scene.tif")
+    proc = _submit(stack, "--uri", scene, "--model", rgb_model.name, "--max-wait", "2")
+    out, err = proc.communicate(timeout=60)
+    assert 2 <= time.monotonic() - t0 < 20
+    lines = err.strip().splitlines()
+    assert proc.returncode == 75 and out == "", err
+    assert len(lines) == 2 and "server busy (queue_full): retrying in 2 s" in lines[0], err
+    assert lines[1].startswith("spikescan: error: the server is at capacity"), err
+    assert lines[1].endswith("(HTTP 429 queue_full); gave up after waiting 2 s (--max-wait)"), err
+    # No patience at all: the refusal at once, the same status.
+    proc = _submit(stack, str(osbs_tif), "--model", rgb_model.name, "--max-wait", "0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75 and "server busy" not in err and "HTTP 429 queue_full" in err, err
+    left()
 
 
 @pytest.fixture()

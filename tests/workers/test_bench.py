@@ -171,3 +171,22 @@ def test_the_io_floor_writes_what_the_real_run_writes(tmp_path: Path) -> None:
     floor_classes, run_classes = (tmp_path / d / "classes.tif" for d in ("floor", "run"))
     with rasterio.open(floor_classes) as a, rasterio.open(run_classes) as b:
         assert (a.read() == b.read()).all()
+
+
+def test_bench_objectstore_quick_json() -> None:
+    """The S3 client comparison runs end to end on moto (tiny sizes): every installed library gets every
+    operation with positive figures, the project's own store (obstore) among them, and the table renders."""
+    from workers.bench import s3clients, table
+
+    cmd = [sys.executable, "-m", "spikescan.cli", "bench", "objectstore", "--quick", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["objectstore"]
+    installed = {lib for lib, version in s3clients.available().items() if version}
+    assert "obstore" in installed and set(result["ops"]) == installed
+    for lib, ops in result["ops"].items():
+        assert set(ops) == {"put", "head", "head_missing", "get", "list", "range", "delete"}, lib
+        assert all(o["ops_per_s"] > 0 and o["cpu_us_per_op"] >= 0 for o in ops.values()), lib
+    assert 500 < result["chip_object_bytes_mean"] / result["chip_object_chips_mean"] < 2000  # ~0.9 kB/chip
+    assert result["cog_bytes"] > result["range_bytes"]
+    assert "obstore CPU µs/op" in table.objectstore(result)

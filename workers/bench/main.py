@@ -16,10 +16,11 @@ from workers.bench import machine, table
 from workers.bench.child import thread_env
 
 NAMES = ("emulator", "pipeline", "service", "spinnaker")
-# Not in ``all`` (the README's table): the scale-out on a shared bucket behind docs/operations.md's sizing.
-EXTRA = ("scaleout",)
+# Not in ``all`` (the README's table): the scale-out on a shared bucket behind docs/operations.md's sizing,
+# and the S3 client libraries compared on the bucket's operations (the choice of obstore in objectstore.py).
+EXTRA = ("scaleout", "objectstore")
 # What a sub-benchmark needs beyond the core install: (module, the extra that provides it).
-NEEDS = {"emulator": ("tensorflow", "train"), "scaleout": ("moto", "test")}
+NEEDS = {"emulator": ("tensorflow", "train"), "scaleout": ("moto", "test"), "objectstore": ("moto", "test")}
 
 
 def check_extras(chosen: tuple[str, ...]) -> None:

@@ -34,6 +34,7 @@ from workers.bench.s3server import S3Server
 from workers.bench.service import build_scene
 from workers.bench.service_e2e import ServiceStack, one_job
 from workers.chips import ChipGrid
+from workers.mosaic import ChipResult
 
 MODEL = "landcover-landsat"
 BUCKET = "spikescan-bench"
@@ -66,11 +67,13 @@ def _timed_job(stack: ServiceStack, scene: Path, client: redis.Redis) -> dict[st
     }
 
 
-def chip_object_bytes(scene: Path, rows: int = 6) -> float:
-    """Bytes per chip of the chip-row objects inference workers PUT: real chips of ``rows`` evenly spread
-    chip rows, inferred and stored exactly as a worker stores them."""
+def chip_row_objects(scene: Path, rows: int = 6, batch_size: int = 64) -> tuple[list[bytes], int]:
+    """The chip-row objects inference workers PUT, and how many chips they hold: real chips of ``rows``
+    evenly spread chip rows, inferred and stored exactly as a worker stores a batch of ``batch_size``
+    (``workers.chipstore``: one object per chip row of the batch)."""
     pkg = model_package.load(MODEL)
-    total, chips = 0, 0
+    objects: list[bytes] = []
+    results: list[ChipResult] = []
     with (
         tempfile.TemporaryDirectory(prefix="spikescan-chips-") as tmp,
         input_check.open_checked(scene, pkg.card) as src,
@@ -80,11 +83,17 @@ def chip_object_bytes(scene: Path, rows: int = 6) -> float:
         for row in np.linspace(0, grid.rows - 1, rows).round().astype(int):
             batch = src.read_chip_row(grid, int(row))
             scores = engine.infer(batch.pixels, batch.valid)
-            results = pipeline.chip_results(batch, scores, grid.output_stride)
-            for key in chipstore.store(Path(tmp), results):
-                total += (Path(tmp) / key).stat().st_size
-            chips += len(results)
-    return total / chips
+            results += pipeline.chip_results(batch, scores, grid.output_stride)
+        for start in range(0, len(results), batch_size):
+            for key in chipstore.store(Path(tmp), results[start : start + batch_size]):
+                objects.append((Path(tmp) / key).read_bytes())
+    return objects, len(results)
+
+
+def chip_object_bytes(scene: Path, rows: int = 6) -> float:
+    """Bytes per chip of the chip-row objects inference workers PUT."""
+    objects, chips = chip_row_objects(scene, rows)
+    return sum(len(o) for o in objects) / chips
 
 
 def _bucket_bytes(s3: S3Server, prefix: str) -> int:

@@ -160,14 +160,30 @@ def scaleout(r: dict[str, Any]) -> str:
     return "\n".join([grid(head, rows), note])
 
 
+def objectstore(r: dict[str, Any]) -> str:
+    libs = list(r["ops"])
+    head = ["operation", *(f"{lib} ops/s" for lib in libs), *(f"{lib} CPU µs/op" for lib in libs)]
+    ops = list(next(iter(r["ops"].values()))) if libs else []
+    rows = [[op, *(r["ops"][lib][op]["ops_per_s"] for lib in libs),
+             *(r["ops"][lib][op]["cpu_us_per_op"] for lib in libs)] for op in ops]
+    missing = [f"{lib} not installed" for lib, version in r["libraries"].items() if not version]
+    versions = ", ".join(f"{lib} {v}" for lib, v in r["libraries"].items() if v)
+    note = (f"  {versions}; best of {r['rounds']} interleaved rounds of {r['objects_per_round']} chip-row "
+            f"objects ({r['chip_object_bytes_mean']} B, {r['chip_object_chips_mean']} chips each), "
+            f"{r['range_bytes'] >> 10} kB ranges of a {r['cog_bytes']} B scores.tif; list: per row, "
+            f"delete: per object" + (f"; {', '.join(missing)}" if missing else ""))
+    return "\n".join([grid(head, rows), note])
+
+
 RENDER = {"emulator": emulator, "pipeline": pipeline, "service": service, "spinnaker": spinnaker,
-          "scaleout": scaleout}
+          "scaleout": scaleout, "objectstore": objectstore}
 TITLES = {
     "emulator": "1. Emulator vs float Keras/TensorFlow (same patches, encoder and threads; interleaved)",
     "pipeline": "2. Pipeline vs its limits (trees-rgb)",
     "service": "3. Service (Redis) vs in-process",
     "spinnaker": "4. SpiNNaker projection (1 SpiNN-5 board) vs CPU emulator, energy per km² and its floor",
     "scaleout": "Scale-out: hosts sharing only Redis and a bucket (moto S3)",
+    "objectstore": "S3 client libraries on the bucket's operations (moto S3; CPU is the client's)",
 }
 
 
