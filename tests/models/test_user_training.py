@@ -169,7 +169,11 @@ def test_a_full_run_beats_the_majority_class_on_the_held_out_blocks_and_independ
     majority = m["majority_baseline"]["class"]  # type: ignore[index]
     points = point_accuracy(tmp_path / "scan" / "classes.tif", pkg.card.classes, majority)
     print(json.dumps(points))  # the README quotes these (pytest -s)
-    assert points["points"] > 500 and points["model"] > points["training_majority"] + 0.1
+    # The labels' majority class can also be the points' own majority (forest, at the 12-px patch the labels'
+    # scale gives): the model must beat the best constant there is, not only the one training knew of. A
+    # margin of 0.03 is ~1.5 standard errors of an accuracy over ~750 points.
+    best_constant = max(points["training_majority"], points["best_constant_in_hindsight"])
+    assert points["points"] > 500 and points["model"] > best_constant + 0.03
 
 
 def test_the_default_budget_fits_four_copies_on_a_board() -> None:
