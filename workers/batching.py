@@ -56,22 +56,27 @@ class RowBatcher:
         return list(self._complete())
 
     def _run(self, n: int) -> None:
-        parts: list[ChipBatch] = []
-        while n:
+        # The batch's chips are copied once, straight out of their rows' strips into the batch's arrays
+        # (selecting per row and then concatenating copied every chip twice).
+        first = self._segments[0][0]
+        pixels = np.empty((n, *first.pixels.shape[1:]), first.pixels.dtype)
+        valid = np.empty((n, *first.valid.shape[1:]), first.valid.dtype)
+        chips = []
+        at = 0
+        while at < n:
             batch, idx = self._segments[0]
-            k = min(n, len(idx))
-            parts.append(batch.select(idx[:k]))
+            k = min(n - at, len(idx))
+            take = idx[:k]
+            np.take(batch.pixels, take, axis=0, out=pixels[at : at + k])
+            np.take(batch.valid, take, axis=0, out=valid[at : at + k])
+            chips.extend(batch.chips[i] for i in take)
             if k == len(idx):
                 self._segments.popleft()
             else:
                 self._segments[0] = (batch, idx[k:])
-            n -= k
+            at += k
             self._waiting -= k
-        merged = ChipBatch(
-            [c for p in parts for c in p.chips],
-            np.concatenate([p.pixels for p in parts]),
-            np.concatenate([p.valid for p in parts]),
-        )
+        merged = ChipBatch(chips, pixels, valid)
         for result in self._infer(merged):
             entry = self._by_row[result.chip.row]
             entry.results.append(result)
