@@ -28,7 +28,9 @@ from models.pynn_net import (
     input_populations,
     max_summed_weights,
 )
+from workers.spinnaker import strip_input
 from workers.spinnaker.shared_input import Block, pack
+from workers.spinnaker.strip_input import Strip
 
 # Far below one timestep: the membrane forgets sub-threshold input before the next step.
 TAU_M_MS = 0.01
@@ -61,6 +63,7 @@ class TiledNetwork:
     projections: list[list[Any]]
     t0: float = 0.0  # first input timestep of the current batch
     shared_block: Block | None = None  # when blocks of neighbouring copies share one input population
+    strip: Strip | None = None  # when strips of copies sweep the scene sharing one input band each
     # [copies, slots]: the batch's patch that copy k computes in time slot s (-1: none)
     placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
@@ -84,6 +87,7 @@ def build(
     connect: Connect = pynn_connect,
     exact_weight_bounds: bool = False,
     shared_block: Block | None = None,
+    strip: Strip | None = None,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -94,15 +98,24 @@ def build(
     coarse for first layers with many sources (half of one layer's weights off by a step).
     ``shared_block``: one input population per block of neighbouring copies instead of one per copy; each
     copy's first layer reads its window of it (``run_patches`` packs batches onto the blocks).
+    ``strip``: one input population per strip of copies, one column band of the scene per slot, each copy's
+    first layer reading its patch's bands through synaptic delays (``workers/spinnaker/strip_input.py``).
     """
+    if shared_block is not None and strip is not None:
+        raise ValueError("a build shares input by blocks or by strips, not both")
     pops: dict[str, list[Any]] = {}
     per_core = {
         p.name: atoms_per_core(net, p.name, NEURONS_PER_CORE) for p in net.populations if not p.is_source
     }
     if shared_block is not None:
         _shared_sources(sim, net, copies, shared_block, pops)
+    if strip is not None:
+        _strip_sources(sim, copies, strip, pops)
+        per_core.update({
+            name: strip_input.atoms_per_core(net, strip, name, per_core[name]) for name in _input_posts(net)
+        })
     for spec in net.populations:
-        if shared_block is not None and spec.is_source and spec.name != CLOCK:
+        if (shared_block is not None or strip is not None) and spec.is_source and spec.name != CLOCK:
             continue  # the blocks' shared populations stand in for every copy's own input
         if spec.name == CLOCK:
             pops[CLOCK] = [sim.Population(1, sim.SpikeSourceArray(spike_times=[]), label=CLOCK)]
@@ -131,17 +144,66 @@ def build(
                 pop.record("spikes")
             pops[spec.name].append(pop)
     shared = (
-        {} if shared_block is None
-        else _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+        _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+        if shared_block is not None
+        else _project_strip(sim, net, copies, pops, negative_inhibitory, connect, strip)
+        if strip is not None
+        else {}
     )
     projections = [
         shared[i] if i in shared else _project(sim, net, proj, copies, pops, negative_inhibitory, connect)
         for i, proj in enumerate(net.projections)
     ]
-    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block)
+    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block, strip=strip)
 
 
 SHARED_INPUT = "input.shared"
+STRIP_INPUT = "input.strip"
+
+
+def _input_posts(net: NetworkDescription) -> list[str]:
+    chunks = {p.name for p in input_populations(net)}
+    return sorted({p.post for p in net.projections if p.pre in chunks})
+
+
+def _strip_sources(sim: ModuleType, copies: int, strip: Strip, pops: dict[str, list[Any]]) -> None:
+    """One spike-source population per strip of copies, split into input-sized cores like a copy's own."""
+    pops[STRIP_INPUT] = []
+    for b in range(strip_input.strips_for(copies, strip)):
+        pop = sim.Population(strip.size, sim.SpikeSourceArray(spike_times=[]), label=f"{STRIP_INPUT}#{b}")
+        if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+            pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+        pops[STRIP_INPUT].append(pop)
+
+
+def _project_strip(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
+                   negative_inhibitory: bool, connect: Connect, strip: Strip) -> dict[int, list[Any]]:
+    """The input projections when strips share input: per copy, post layer and receptor ONE projection from
+    the strip's population (as with blocks, one per chunk would multiply first-layer cores' matrices), the
+    copy's own rows re-indexed into the strip's band with the delay that brings each band to the patch's
+    step. Returns, per description projection index, the merged per-copy projections it went into."""
+    chunks = {p.name for p in input_populations(net)}
+    out: dict[int, list[Any]] = {}
+    for post in _input_posts(net):
+        for excitatory in (True, False):
+            members = [
+                i for i, p in enumerate(net.projections)
+                if p.pre in chunks and p.post == post and p.excitatory == excitatory
+            ]
+            if not members:
+                continue
+            rows = strip_input.input_rows(net, post, excitatory)
+            if not excitatory and negative_inhibitory:
+                rows[:, 2] = -rows[:, 2]
+            receptor = "excitatory" if excitatory else "inhibitory"
+            per_copy = [
+                connect(sim, pops[STRIP_INPUT][k // strip.copies], pops[post][k],
+                        strip_input.strip_rows(strip, rows, k % strip.copies), receptor)
+                for k in range(copies)
+            ]
+            for i in members:
+                out[i] = per_copy
+    return out
 
 
 def _project(sim: ModuleType, net: NetworkDescription, proj: Any, copies: int, pops: dict[str, list[Any]],
@@ -240,13 +302,48 @@ def shared_schedule(
     return times, clock, packing.slots
 
 
+def strip_schedule(
+    tiled: TiledNetwork, spikes: np.ndarray
+) -> tuple[list[list[list[float]]], list[float], int]:
+    """Per strip, spike times per strip input neuron (one column band per slot, ``strip_input.sweep``); the
+    clock's times; the number of slots. The batch's columns (``strip.copies`` patches each) are split into
+    consecutive runs, one per strip, so each strip sweeps neighbouring columns. Sets ``tiled.placement``."""
+    strip = tiled.strip
+    assert strip is not None
+    n_strips = len(tiled.populations[STRIP_INPUT])
+    heights = [min(strip.copies, tiled.copies - b * strip.copies) for b in range(n_strips)]
+    columns = -(-len(spikes) // strip.copies)
+    sweeps, starts, start = [], [], 0
+    for height in heights:  # consecutive columns per strip, in proportion to its copies
+        take = -(-columns * height // tiled.copies) * strip.copies
+        starts.append(start)
+        sweeps.append(strip_input.sweep(strip, spikes[start : start + take], height))
+        start += take
+    slots = max(s.slots for s in sweeps)
+    times: list[list[list[float]]] = [[[] for _ in range(strip.size)] for _ in range(n_strips)]
+    tiled.placement = np.full((tiled.copies, slots), -1, np.int64)
+    for b, swept in enumerate(sweeps):
+        for slot, neurons in enumerate(swept.frames):
+            for j in neurons:
+                times[b][j].append(tiled.t0 + slot)
+        first = b * strip.copies
+        rows = swept.placement[: heights[b]]
+        tiled.placement[first : first + heights[b], : swept.slots] = np.where(rows >= 0, rows + starts[b], -1)
+    clock = [tiled.t0 + s for s in range(slots + tiled.net.latency_steps - 1)]
+    return times, clock, slots
+
+
 def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
     """Run ``spikes`` [N, input size] through the copies; each listed layer's spikes as [N, layer size]."""
     sim = tiled.sim
     # Batches follow each other in simulated time (NEST cannot reset). NEST drops spike-generator times less
     # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.
     tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
-    if tiled.shared_block is None:
+    if tiled.strip is not None:
+        strip_times, clock, slots = strip_schedule(tiled, spikes)
+        for b, pop in enumerate(tiled.populations[STRIP_INPUT]):
+            _set_spike_times(sim, pop, strip_times[b])
+    elif tiled.shared_block is None:
         times, clock, slots = input_schedule(tiled, spikes)
         for chunk in input_populations(tiled.net):
             for k, pop in enumerate(tiled.populations[chunk.name]):

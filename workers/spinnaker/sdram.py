@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.pynn_net import CLOCK, NetworkDescription, atoms_per_core, input_populations
+from models.pynn_net import CLOCK, NetworkDescription, atoms_per_core, input_populations, max_row
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
 
 # A SpiNN-5 virtual board as sPyNNaker 7.4.1's placer sees it (spinn_machine's virtual_machine(8, 8) with
@@ -60,16 +60,6 @@ class Incoming:
     pre_atoms: int
     pre_atoms_per_core: int
     max_row: int  # longest row (synapses) of one pre-neuron into one core-sized slice of the post layer
-
-
-def max_row(rows: np.ndarray, post_atoms_per_core: int) -> int:
-    """FromListConnector's row bound: most rows sharing (pre, post // atoms per core)."""
-    if rows.size == 0:
-        return 0
-    key = rows[:, 0].astype(np.int64) * (int(rows[:, 1].max()) // post_atoms_per_core + 1) + (
-        rows[:, 1].astype(np.int64) // post_atoms_per_core
-    )
-    return int(np.unique(key, return_counts=True)[1].max())
 
 
 def matrix_bytes(incoming: list[Incoming]) -> int:

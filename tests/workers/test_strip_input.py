@@ -1,0 +1,132 @@
+"""Input shared across blocks (issue 14 item 1): strips of copies sweep the scene, each pixel sent once.
+
+Each copy must compute exactly its own patch from bands that arrived in earlier steps (synaptic delays), with
+the synapses it has without sharing; a batch of neighbouring chips in strip order must send each pixel-band's
+spike once (plus one warm-up band per sweep). Spikes are checked on NEST running the strip build.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.emulator import Emulator
+from models.pynn_net import describe, input_spikes
+from tests.models.test_pynn_net import CONV, _package  # noqa: I001
+from tests.workers.test_shared_input import _Recorder, _synapses
+from workers.backends.pynn_build import STRIP_INPUT, build
+from workers.spinnaker.strip_input import share_of_patch, strip_for, sweep
+
+
+def _strip_order(scene: np.ndarray, patch: int, rows: int, cols: int) -> np.ndarray:
+    """Chips of a scene at the half-patch stride, handed over column by column, rows top to bottom."""
+    s = patch // 2
+    return np.stack([scene[r * s : r * s + patch, c * s : c * s + patch] for c in range(cols) for r in range(rows)])
+
+
+def _scene(rows: int, cols: int, patch: int, seed: int) -> np.ndarray:
+    s = patch // 2
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 220, (patch + (rows - 1) * s, patch + (cols - 1) * s, 2)).astype(np.float32)
+
+
+def test_strip_build_gives_each_copy_its_unshared_synapses_with_delays() -> None:
+    """Every copy's strip synapses, mapped back from (band index, delay) to its patch, are exactly its
+    unshared synapses; the delays are 1 for the patch's last band and 2 for the one before."""
+    pkg = _package(CONV, 10, 2, 0)
+    net = describe(pkg)
+    strip = strip_for(net, 10, 3)
+    plain, shared = _Recorder(), _Recorder()
+    build(plain.sim(), net, 5, negative_inhibitory=False, connect=plain.connect)
+    build(shared.sim(), net, 5, negative_inhibitory=False, connect=shared.connect, strip=strip)
+    assert len({pre for pre, *_ in shared.tables if pre.startswith(STRIP_INPUT)}) == 2  # 3 + 2 copies
+    own = np.arange(int(np.prod(strip.patch)))
+    for k in range(5):
+        index, delay = strip.remap(own, k % 3)
+        back = dict(zip(zip(index.tolist(), delay.tolist(), strict=True), own.tolist(), strict=True))
+        rec = _Recorder()
+        for pre, post, receptor, table in shared.tables:
+            if not post.endswith(f"#{k}"):
+                continue
+            if pre.startswith(STRIP_INPUT):
+                assert pre == f"{STRIP_INPUT}#{k // 3}"
+                table = table.copy()
+                table[:, 0] = [back[(int(a), int(d))] for a, d in zip(table[:, 0], table[:, 3], strict=True)]
+                pre = "input.x"
+            rec.tables.append((pre, post, receptor, table))
+        assert _synapses(rec, k) == _synapses(plain, k), k
+        delays = {int(d) for pre, post, _, t in shared.tables if post == f"c1#{k}" and pre.startswith(STRIP_INPUT)
+                  for d in t[:, 3]}
+        assert delays == {1, 2}
+
+
+def test_sweep_sends_each_band_once_and_gives_each_copy_its_patch() -> None:
+    pkg = _package(CONV, 10, 2, 0)
+    net = describe(pkg)
+    strip = strip_for(net, 10, 3)
+    pixels = _strip_order(_scene(3, 6, 10, 1), 10, 3, 6)
+    spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
+    swept = sweep(strip, spikes)
+    assert swept.slots == 6 + 1  # one warm-up band, then one column of chips per slot
+    dense = []
+    for neurons in swept.frames:
+        frame = np.zeros(strip.size, np.uint8)
+        frame[neurons] = 1
+        dense.append(frame)
+    for slot in range(1, swept.slots):
+        for k in range(3):
+            i = swept.placement[k, slot]
+            np.testing.assert_array_equal(strip.window(dense[slot - 1 : slot + 1], k), spikes[i])
+    assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(18))
+    # (6 + 1) bands of a (3 + 1)-stride-high strip: about (n + 1) / (4 n) of the patches' own spikes
+    assert swept.spikes_sent < 0.5 * spikes.sum()
+    assert abs(share_of_patch(strip) - 4 / 12) < 1e-9
+
+
+def test_sweep_is_exact_for_patches_that_are_not_neighbours() -> None:
+    """Unrelated patches: each column that does not continue starts a new sweep; each copy still sees its
+    patch."""
+    pkg = _package(CONV, 10, 2, 0)
+    net = describe(pkg)
+    strip = strip_for(net, 10, 2)
+    pixels = np.random.default_rng(2).uniform(0, 220, (5, 10, 10, 2)).astype(np.float32)
+    spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
+    swept = sweep(strip, spikes)
+    dense = []
+    for neurons in swept.frames:
+        frame = np.zeros(strip.size, np.uint8)
+        frame[neurons] = 1
+        dense.append(frame)
+    for slot in range(1, swept.slots):
+        for k in range(2):
+            i = swept.placement[k, slot]
+            if i >= 0:
+                np.testing.assert_array_equal(strip.window(dense[slot - 1 : slot + 1], k), spikes[i])
+    assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(5))
+
+
+@pytest.mark.parametrize("copies", [3, 4])
+def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
+    """NEST on the strip build (strips of 3 copies; with 4 copies a second strip of one): every layer's spikes
+    and the class scores equal the emulator's, for neighbouring chips in strip order and for unrelated
+    patches after them (a new sweep)."""
+    from workers.backends.nest import NestBackend
+
+    pkg = _package(CONV, 10, 2, seed=3)
+    grid = _strip_order(_scene(3, 5, 10, 4), 10, 3, 5)
+    loose = np.random.default_rng(5).uniform(0, 220, (4, 10, 10, 2)).astype(np.float32)
+    pixels = np.concatenate([grid, loose])
+    valid = np.ones(pixels.shape[:3], dtype=bool)
+    valid[-2, :4] = False
+    emulated = Emulator(pkg).run(pixels, valid, keep_layers=True)
+    backend = NestBackend(pkg, copies=copies, strip_copies=3)
+    try:
+        assert backend.tiled.strip is not None
+        simulated = backend.layer_spikes(pixels, valid)
+        again = backend.infer(pixels, valid)
+    finally:
+        backend.close()
+    names = [p.name for p in backend.net.populations if not p.is_source]
+    for name, spikes in zip(names, emulated.layer_spikes or [], strict=True):
+        np.testing.assert_array_equal(simulated[name], spikes.reshape(len(pixels), -1), err_msg=name)
+    np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
