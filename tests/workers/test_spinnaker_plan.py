@@ -101,17 +101,25 @@ def test_plan_projection_is_under_every_bound_it_counts(model: str) -> None:
     assert p.compute_patches_per_s < p.step_patches_per_s
     assert p.input_bytes_per_patch == pytest.approx(p.input_spikes_per_patch * p.link_bytes_per_spike, 0.01)
     assert p.energy_per_patch_j > 0 and p.energy_per_km2_j > 0
-    shared = p.shared_input or {}
-    assert shared["host_link_bytes_per_km2"] < p.host_link_bytes_per_km2
+    shared, own = p.shared_input or {}, (p.layouts or {})["per-copy input"]
+    assert shared["host_link_bytes_per_km2"] < own["host_link_bytes_per_km2"]
     assert shared["input_share_limit"] <= shared["input_share_per_copy"] < 1
     # Fewer input cores, but trees' block makes conv1 cores heavier: SDRAM places fewer copies there.
-    assert shared["copies"] >= p.copies or "SDRAM" in shared["limited_by"]
+    assert shared["copies"] >= own["copies"] or "SDRAM" in shared["limited_by"]
     assert shared["application_cores"] <= p.application_cores
-    assert p.copies == min(p.copies_by_cores, p.copies_by_sdram) and p.sdram_bytes_per_copy > 0
+    assert own["copies"] == min(own["copies_by_cores"], own["copies_by_sdram"]) and p.sdram_bytes_per_copy > 0
+    # The headline is the layout projecting the most; strips send each pixel about once (issue 14 item 1).
+    assert p.projected_patches_per_s == max(v["projected_patches_per_s"] for v in (p.layouts or {}).values())
+    strip = p.strip_input or {}
+    assert strip["host_link_bytes_per_km2"] < shared["host_link_bytes_per_km2"]
+    assert strip["input_share_limit"] <= strip["input_share_per_copy"] < shared["input_share_per_copy"]
+    assert strip["measured_on_scene_strips"]["share"] < 0.35, strip["measured_on_scene_strips"]
+    assert strip["projected_patches_per_s"] <= min(strip["compute_patches_per_s"],
+                                                   strip["host_link_patches_per_s"])
     # Measured on squares of neighbouring chips: one time slot per square, ~0.56 of the unshared spikes.
     measured = shared["measured_on_block_squares"]
     assert measured["time_slots_per_square"] == 1.0 and 0.5 < measured["share"] < 0.6, measured
-    want = p.input_spikes_per_patch * measured["share"]
+    want = own["input_spikes_per_patch"] * measured["share"]
     assert shared["input_spikes_per_patch"] == pytest.approx(want, 0.01)
     assert shared["projected_patches_per_s"] <= min(shared["compute_patches_per_s"],
                                                     shared["host_link_patches_per_s"])
@@ -203,8 +211,9 @@ def test_board_stand_in_rounds_what_spynnaker_holds(tmp_path: Path) -> None:
     assert any(not np.array_equal(ours[k], weights[k] * 2.0**-12) for k in weights)
 
 
-@pytest.mark.parametrize("shared_side", [0, 2])
-def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("shared_side", "strip_copies"), [(0, 0), (2, 0), (0, 3)])
+def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, strip_copies: int, tmp_path: Path
+                                                   ) -> None:
     """The planner's synaptic-matrix bytes per core (``workers/spinnaker/sdram.py``) equal what sPyNNaker's
     own resource estimate reserves on a virtual-board mapping, byte for byte, with and without a shared input
     block; the rest of each core fits the planner's allowance. A small network: seconds, not minutes."""
@@ -215,16 +224,18 @@ def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, tmp_path: P
     from workers.spinnaker import sdram
     from workers.spinnaker.planner import map_copies
     from workers.spinnaker.shared_input import block_for
+    from workers.spinnaker.strip_input import strip_for
 
     small = _package(CONV, 10, 2, 0)
     pkg = package.save(small.card, small.weights, tmp_path / "pkg")
     net = describe(pkg)
     block = block_for(net, 10, 2).size if shared_side else 0
-    result = map_copies(pkg, 4, 1, Settings(data_dir=tmp_path / "data"), shared_side)
+    strip = strip_for(net, 10, strip_copies) if strip_copies else None
+    result = map_copies(pkg, 4, 1, Settings(data_dir=tmp_path / "data"), shared_side, strip_copies)
     assert result["ok"], result
     got = result["sdram"]
     assert got["chip_bytes"] == sdram.CHIP_BYTES
-    planned = sdram.core_bytes(net, block)
+    planned = sdram.core_bytes(net, block, strip)
     assert set(got["max_core_synapse_bytes_by_population"]) == set(planned)
     for name, synapses in got["max_core_synapse_bytes_by_population"].items():
         assert planned[name] - sdram.CORE_OTHER_BYTES == synapses, name

@@ -21,7 +21,9 @@ from workers.spinnaker.strip_input import share_of_patch, strip_for, sweep
 def _strip_order(scene: np.ndarray, patch: int, rows: int, cols: int) -> np.ndarray:
     """Chips of a scene at the half-patch stride, handed over column by column, rows top to bottom."""
     s = patch // 2
-    return np.stack([scene[r * s : r * s + patch, c * s : c * s + patch] for c in range(cols) for r in range(rows)])
+    return np.stack(
+        [scene[r * s : r * s + patch, c * s : c * s + patch] for c in range(cols) for r in range(rows)]
+    )
 
 
 def _scene(rows: int, cols: int, patch: int, seed: int) -> np.ndarray:
@@ -39,7 +41,9 @@ def test_strip_build_gives_each_copy_its_unshared_synapses_with_delays() -> None
     plain, shared = _Recorder(), _Recorder()
     build(plain.sim(), net, 5, negative_inhibitory=False, connect=plain.connect)
     build(shared.sim(), net, 5, negative_inhibitory=False, connect=shared.connect, strip=strip)
-    assert len({pre for pre, *_ in shared.tables if pre.startswith(STRIP_INPUT)}) == 2  # 3 + 2 copies
+    # 3 + 2 copies: two strips of 3 + 1 pieces (a stride of rows each); the short one's last piece unread
+    assert strip.pieces == 4
+    assert len({pre for pre, *_ in shared.tables if pre.startswith(STRIP_INPUT)}) == 4 + 3
     own = np.arange(int(np.prod(strip.patch)))
     for k in range(5):
         index, delay = strip.remap(own, k % 3)
@@ -49,14 +53,18 @@ def test_strip_build_gives_each_copy_its_unshared_synapses_with_delays() -> None
             if not post.endswith(f"#{k}"):
                 continue
             if pre.startswith(STRIP_INPUT):
-                assert pre == f"{STRIP_INPUT}#{k // 3}"
+                b, p = (int(x) for x in pre.split("#")[1].split("."))
+                assert b == k // 3 and k % 3 <= p < k % 3 + 2  # the two pieces the copy's patch covers
                 table = table.copy()
+                table[:, 0] += p * strip.piece_size
                 table[:, 0] = [back[(int(a), int(d))] for a, d in zip(table[:, 0], table[:, 3], strict=True)]
                 pre = "input.x"
             rec.tables.append((pre, post, receptor, table))
         assert _synapses(rec, k) == _synapses(plain, k), k
-        delays = {int(d) for pre, post, _, t in shared.tables if post == f"c1#{k}" and pre.startswith(STRIP_INPUT)
-                  for d in t[:, 3]}
+        delays = {
+            int(d) for pre, post, _, t in shared.tables
+            if post == f"c1#{k}" and pre.startswith(STRIP_INPUT) for d in t[:, 3]
+        }
         assert delays == {1, 2}
 
 

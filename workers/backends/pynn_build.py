@@ -167,21 +167,25 @@ def _input_posts(net: NetworkDescription) -> list[str]:
 
 
 def _strip_sources(sim: ModuleType, copies: int, strip: Strip, pops: dict[str, list[Any]]) -> None:
-    """One spike-source population per strip of copies, split into input-sized cores like a copy's own."""
+    """Per strip of copies, one spike-source population per piece (``Strip.pieces``), each split into
+    input-sized cores like a copy's own; ``pops[STRIP_INPUT][b * strip.pieces + p]``."""
     pops[STRIP_INPUT] = []
     for b in range(strip_input.strips_for(copies, strip)):
-        pop = sim.Population(strip.size, sim.SpikeSourceArray(spike_times=[]), label=f"{STRIP_INPUT}#{b}")
-        if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
-            pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
-        pops[STRIP_INPUT].append(pop)
+        for p in range(strip.pieces):
+            pop = sim.Population(strip.piece_size, sim.SpikeSourceArray(spike_times=[]),
+                                 label=f"{STRIP_INPUT}#{b}.{p}")
+            if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+                pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+            pops[STRIP_INPUT].append(pop)
 
 
 def _project_strip(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
                    negative_inhibitory: bool, connect: Connect, strip: Strip) -> dict[int, list[Any]]:
     """The input projections when strips share input: per copy, post layer and receptor ONE projection from
-    the strip's population (as with blocks, one per chunk would multiply first-layer cores' matrices), the
-    copy's own rows re-indexed into the strip's band with the delay that brings each band to the patch's
-    step. Returns, per description projection index, the merged per-copy projections it went into."""
+    each piece of the strip its patch covers (as with blocks, one per input chunk would multiply first-layer
+    cores' matrices), the copy's own rows re-indexed into the strip's band with the delay that brings each
+    band to the patch's step. Returns, per description projection index, per copy the list of
+    (piece, projection) it went into."""
     chunks = {p.name for p in input_populations(net)}
     out: dict[int, list[Any]] = {}
     for post in _input_posts(net):
@@ -196,11 +200,14 @@ def _project_strip(sim: ModuleType, net: NetworkDescription, copies: int, pops: 
             if not excitatory and negative_inhibitory:
                 rows[:, 2] = -rows[:, 2]
             receptor = "excitatory" if excitatory else "inhibitory"
-            per_copy = [
-                connect(sim, pops[STRIP_INPUT][k // strip.copies], pops[post][k],
-                        strip_input.strip_rows(strip, rows, k % strip.copies), receptor)
-                for k in range(copies)
-            ]
+            per_copy = []
+            for k in range(copies):
+                parts = strip_input.by_piece(strip, strip_input.strip_rows(strip, rows, k % strip.copies))
+                first = (k // strip.copies) * strip.pieces
+                per_copy.append([
+                    (p, connect(sim, pops[STRIP_INPUT][first + p], pops[post][k], table, receptor))
+                    for p, table in parts.items()
+                ])
             for i in members:
                 out[i] = per_copy
     return out
@@ -305,12 +312,13 @@ def shared_schedule(
 def strip_schedule(
     tiled: TiledNetwork, spikes: np.ndarray
 ) -> tuple[list[list[list[float]]], list[float], int]:
-    """Per strip, spike times per strip input neuron (one column band per slot, ``strip_input.sweep``); the
+    """Per strip, spike times per strip input neuron (its pieces' neurons in order; one column band per
+    slot, ``strip_input.sweep``); the
     clock's times; the number of slots. The batch's columns (``strip.copies`` patches each) are split into
     consecutive runs, one per strip, so each strip sweeps neighbouring columns. Sets ``tiled.placement``."""
     strip = tiled.strip
     assert strip is not None
-    n_strips = len(tiled.populations[STRIP_INPUT])
+    n_strips = len(tiled.populations[STRIP_INPUT]) // strip.pieces
     heights = [min(strip.copies, tiled.copies - b * strip.copies) for b in range(n_strips)]
     columns = -(-len(spikes) // strip.copies)
     sweeps, starts, start = [], [], 0
@@ -341,8 +349,10 @@ def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> d
     tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
     if tiled.strip is not None:
         strip_times, clock, slots = strip_schedule(tiled, spikes)
-        for b, pop in enumerate(tiled.populations[STRIP_INPUT]):
-            _set_spike_times(sim, pop, strip_times[b])
+        size = tiled.strip.piece_size
+        for i, pop in enumerate(tiled.populations[STRIP_INPUT]):
+            b, p = divmod(i, tiled.strip.pieces)
+            _set_spike_times(sim, pop, strip_times[b][p * size : (p + 1) * size])
     elif tiled.shared_block is None:
         times, clock, slots = input_schedule(tiled, spikes)
         for chunk in input_populations(tiled.net):

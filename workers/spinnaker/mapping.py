@@ -117,15 +117,17 @@ def classify(exc: BaseException) -> str:
 
 
 def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None,
-        shared_side: int = 0) -> dict[str, Any]:
+        shared_side: int = 0, strip_copies: int = 0) -> dict[str, Any]:
     from models import package
     from models.pynn_net import describe
     from workers.backends.pynn_build import build
     from workers.spinnaker.shared_input import block_for
+    from workers.spinnaker.strip_input import strip_for
 
     pkg = package.load(model)
     net = describe(pkg)
     block = block_for(net, pkg.card.patch_size, shared_side) if shared_side > 1 else None
+    strip = strip_for(net, pkg.card.patch_size, strip_copies) if strip_copies > 0 else None
     sim = _simulator()
     started = time.perf_counter()
     sim.setup(timestep=1.0, n_boards_required=boards)
@@ -138,6 +140,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             record_all=mode == "inject",
             exact_weight_bounds=True,
             shared_block=block,
+            strip=strip,
         )
         injected: dict[str, Any] = {}
         if mode == "map":
@@ -146,6 +149,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             injected = inject(pkg, tiled, patches=2 * copies + 1)
             if block is not None:
                 injected["connectivity"] = shared_connectivity(tiled)
+            if strip is not None:
+                injected["connectivity"] = strip_connectivity(tiled)
         else:
             sim.run(10.0)
         per_pop, system = placements_by_population()
@@ -154,6 +159,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "copies": copies,
             "boards": boards,
             "shared_block_side": shared_side,
+            "strip_copies": strip_copies,
             "cores_by_population": per_pop,
             "application_cores": sum(per_pop.values()),
             "system_cores": system,
@@ -188,10 +194,12 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
     neighbouring chips in block order (``samples.block_patches``), as the chip grid hands them."""
     from models.pynn_net import INPUT, input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.samples import block_patches, default_scene, real_patches
+    from workers.samples import block_patches, default_scene, real_patches, strip_patches
 
     block = tiled.shared_block
-    if block is None:
+    if tiled.strip is not None:
+        pixels, valid = strip_patches(pkg, default_scene(pkg), tiled.strip.copies, patches)
+    elif block is None:
         pixels, valid = real_patches(pkg, default_scene(pkg), patches)
     else:
         pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
@@ -243,6 +251,35 @@ def shared_connectivity(tiled: Any) -> dict[str, Any]:
     return {"synapses_checked": checked, "equal": bool(equal)}
 
 
+def strip_connectivity(tiled: Any) -> dict[str, Any]:
+    """Every copy's input synapses as sPyNNaker built them (read back after the virtual run, delays
+    included): are they the strip's re-indexing of the copy's own rows, synapse, weight and delay?"""
+    from models.pynn_net import input_populations
+    from workers.spinnaker.strip_input import input_rows, strip_rows
+
+    strip, net = tiled.strip, tiled.net
+    chunks = {p.name for p in input_populations(net)}
+    checked, equal = 0, True
+    for k in range(tiled.copies):
+        seen: set[int] = set()
+        for i, spec in enumerate(net.projections):
+            parts = tiled.projections[i][k]
+            if spec.pre not in chunks or id(parts) in seen:
+                continue
+            seen.add(id(parts))
+            got = np.concatenate([  # back from each piece's indices to the strip's
+                np.array(proj.get(["weight", "delay"], format="list", with_address=True), dtype=np.float64)
+                + [p * strip.piece_size, 0, 0, 0]
+                for p, proj in parts
+            ])
+            want = strip_rows(strip, input_rows(net, spec.post, spec.excitatory), k % strip.copies)
+            order_got = np.lexsort((got[:, 3], got[:, 1], got[:, 0]))
+            order_want = np.lexsort((want[:, 3], want[:, 1], want[:, 0]))
+            equal &= got.shape == want.shape and bool(np.array_equal(got[order_got], want[order_want]))
+            checked += len(got)
+    return {"synapses_checked": checked, "equal": bool(equal)}
+
+
 def save_weights(tiled: Any, path: str) -> None:
     """Copy 0's weights as sPyNNaker built them for the board: ``p<i>`` = [n, 3] (pre, post, weight) for the
     description's projection i."""
@@ -261,9 +298,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=["map", "weights", "inject"], default="map")
     parser.add_argument("--weights-out", default=None, help="npz for the board's weights (--mode weights)")
     parser.add_argument("--shared-block", type=int, default=0, help="copies per side sharing one input")
+    parser.add_argument("--strip", type=int, default=0, help="copies per strip sweeping one input band")
     args = parser.parse_args()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out, args.shared_block)
+        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out, args.shared_block,
+                     args.strip)
     print(json.dumps(result))
 
 

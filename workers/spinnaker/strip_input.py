@@ -50,8 +50,21 @@ class Strip:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
+    @property
+    def pieces(self) -> int:
+        """The strip's input is built as this many populations, one per stride of rows: sPyNNaker reserves
+        a core's rows for every atom of each pre-population it hears from, so one strip-high population made
+        first-layer cores grow with the strip (15 MB at 9 landcover copies); a copy hears from only
+        ``patch height / stride`` pieces, whatever the strip's height."""
+        return self.shape[0] // self.stride
+
+    @property
+    def piece_size(self) -> int:
+        """Atoms of one piece: a contiguous range of the strip's flattened (H, stride, C) band."""
+        return self.size // self.pieces
+
     def remap(self, pre: np.ndarray, copy: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices into a copy's flattened (H, W, C) input -> (index into the strip's band, delay in steps)."""
+        """Indices into a copy's flattened (H, W, C) input -> (index into the strip's band, delay, steps)."""
         _, w, c = self.patch
         y, rest = np.divmod(pre.astype(np.int64), w * c)
         x, ch = np.divmod(rest, c)
@@ -97,6 +110,17 @@ def strip_rows(strip: Strip, rows: np.ndarray, copy: int = 0) -> np.ndarray:
     return table[np.lexsort((table[:, 1], table[:, 0]))]
 
 
+def by_piece(strip: Strip, table: np.ndarray) -> dict[int, np.ndarray]:
+    """``strip_rows`` split by the piece of their pre-neuron, pre re-indexed within the piece."""
+    piece = table[:, 0].astype(np.int64) // strip.piece_size
+    out = {}
+    for p in np.unique(piece).tolist():
+        part = table[piece == p].copy()
+        part[:, 0] -= p * strip.piece_size
+        out[int(p)] = part
+    return out
+
+
 def atoms_per_core(net: NetworkDescription, strip: Strip, post: str, most: int) -> int:
     """Neurons per core of a first layer fed by a strip: its rows (two patch positions per pre-neuron) must
     stay within the row limit; ``most`` is the unshared build's figure."""
@@ -111,10 +135,15 @@ def strips_for(copies: int, strip: Strip) -> int:
     return math.ceil(copies / strip.copies)
 
 
+def input_cores(strip: Strip, atoms_per_input_core: int) -> int:
+    """Cores of one strip's input: each piece split into input-sized cores."""
+    return strip.pieces * math.ceil(strip.piece_size / atoms_per_input_core)
+
+
 def cores(copies: int, per_copy_without_input: int, strip: Strip, atoms_per_input_core: int) -> int:
     """Application cores: every copy's neuron cores, each strip's input cores, one shared clock core."""
-    return copies * per_copy_without_input + strips_for(copies, strip) * math.ceil(
-        strip.size / atoms_per_input_core
+    return copies * per_copy_without_input + strips_for(copies, strip) * input_cores(
+        strip, atoms_per_input_core
     ) + 1
 
 
@@ -162,7 +191,7 @@ def sweep(strip: Strip, spikes: np.ndarray, copies: int | None = None) -> Sweep:
     h, w, c = strip.patch
     if size != h * w * c:
         raise ValueError(f"patch input of {size}, strip expects {h * w * c}")
-    b, s = strip.bands, strip.stride
+    b = strip.bands
     grids = spikes.reshape(n, h, w, c)
     frames: list[np.ndarray] = []  # dense bands, [strip H, stride, C]
     computes: list[list[int]] = []  # per slot, the patch each copy computes (-1)
