@@ -7,6 +7,8 @@ spike once (plus one warm-up band per sweep). Spikes are checked on NEST running
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,16 @@ def _scene(rows: int, cols: int, patch: int, seed: int) -> np.ndarray:
     s = patch // 2
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 220, (patch + (rows - 1) * s, patch + (cols - 1) * s, 2)).astype(np.float32)
+
+
+def _dense(strip: Any, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Each slot's band as 0/1 over the strip's neurons."""
+    out = []
+    for neurons in frames:
+        frame = np.zeros(strip.size, np.uint8)
+        frame[neurons] = 1
+        out.append(frame)
+    return out
 
 
 def test_strip_build_gives_each_copy_its_unshared_synapses_with_delays() -> None:
@@ -76,11 +88,7 @@ def test_sweep_sends_each_band_once_and_gives_each_copy_its_patch() -> None:
     spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
     swept = sweep(strip, spikes)
     assert swept.slots == 6 + 1  # one warm-up band, then one column of chips per slot
-    dense = []
-    for neurons in swept.frames:
-        frame = np.zeros(strip.size, np.uint8)
-        frame[neurons] = 1
-        dense.append(frame)
+    dense = _dense(strip, swept.frames)
     for slot in range(1, swept.slots):
         for k in range(3):
             i = swept.placement[k, slot]
@@ -100,11 +108,7 @@ def test_sweep_is_exact_for_patches_that_are_not_neighbours() -> None:
     pixels = np.random.default_rng(2).uniform(0, 220, (5, 10, 10, 2)).astype(np.float32)
     spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
     swept = sweep(strip, spikes)
-    dense = []
-    for neurons in swept.frames:
-        frame = np.zeros(strip.size, np.uint8)
-        frame[neurons] = 1
-        dense.append(frame)
+    dense = _dense(strip, swept.frames)
     for slot in range(1, swept.slots):
         for k in range(2):
             i = swept.placement[k, slot]
