@@ -142,3 +142,27 @@ def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
     for name, spikes in zip(names, emulated.layer_spikes or [], strict=True):
         np.testing.assert_array_equal(simulated[name], spikes.reshape(len(pixels), -1), err_msg=name)
     np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_nest_strip_layout_on_real_neighbouring_patches() -> None:
+    """landcover-landsat on 8 columns of a strip of 3 chip rows of its held-out scene, in strip order (the
+    top strip: its upper rows are nodata, so one piece of the strip's input stays silent): NEST on the strip
+    build gives the emulator's class scores, one time slot per column after one warm-up band."""
+    from models import package
+    from workers.backends.nest import NestBackend
+    from workers.samples import default_scene, strip_patches
+
+    pkg = package.load("landcover-landsat")
+    pixels, valid = strip_patches(pkg, default_scene(pkg), 3, 114)
+    pixels, valid = pixels[90:114], valid[90:114]  # whole columns from the middle of the strip
+    emulated = Emulator(pkg).run(pixels, valid)
+    backend = NestBackend(pkg, copies=3, strip_copies=3)
+    try:
+        got = backend.infer(pixels, valid)
+    finally:
+        backend.close()
+    np.testing.assert_array_equal(got.scores.argmax(-1), emulated.classes)
+    np.testing.assert_allclose(got.scores, emulated.scores, rtol=1e-6)
+    assert backend.tiled.placement.shape[1] == 8 + 1  # every column continued the sweep
