@@ -73,6 +73,48 @@ def test_batch_injection_and_readout_run_on_the_virtual_board(tmp_path: Path) ->
     assert result["spikes_returned"] == 0  # a virtual board runs nothing
 
 
+def test_backend_builds_the_layout_the_plan_headlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's headline figures are for a layout the spinnaker backend builds: by default the backend
+    builds exactly that layout (copies, strips or blocks), and asks the pipeline for whole bands of chip
+    rows when it is strips."""
+    from models import package
+    from workers.backends import spinnaker
+    from workers.backends.pynn_backend import PyNNBackend
+    from workers.spinnaker.planner import plan
+
+    pkg = package.load("landcover-landsat")
+    result = plan(pkg)
+    built: dict[str, int] = {}
+    monkeypatch.setattr(spinnaker, "plan", lambda *_: result)
+    monkeypatch.setattr(PyNNBackend, "__init__", lambda self, package, **kw: built.update(kw))
+    backend = spinnaker.SpinnakerBackend(pkg, Settings(spinnaker_machine="192.168.240.1"))
+    assert result.layout in (result.layouts or {}) and backend.layout.name == result.layout
+    assert built["copies"] == result.copies
+    if result.layout.startswith("strips"):
+        assert result.strip_input is not None
+        assert built == {"copies": result.copies, "shared_side": 0,
+                         "strip_copies": result.strip_input["strip_copies"]}
+        assert result.copies == result.strip_input["copies"]
+    explicit = spinnaker.SpinnakerBackend(pkg, Settings(spinnaker_machine="192.168.240.1"), shared_side=0)
+    assert explicit.layout.name == "per-copy input" and built["copies"] == result.layouts["per-copy input"][
+        "copies"]
+
+
+def test_strip_backend_asks_for_whole_bands_of_chip_rows() -> None:
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.backends.nest import NestBackend
+
+    pkg = _package(CONV, 10, 2, 0)
+    strip = NestBackend(pkg, copies=3, strip_copies=3)
+    plain = NestBackend(pkg, copies=3)
+    try:
+        assert strip.batch_size_for(64, 10) == 60 and strip.batch_size_for(8, 10) == 30
+        assert plain.batch_size_for(64, 10) == 64
+    finally:
+        strip.close()
+        plain.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_shared_input_batch_path_on_the_virtual_board(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("model", ["landcover-landsat", "trees-rgb"])
 def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
-    """Full-size mappings, ~4 minutes per model (N and N + 1 copies, both layouts); the fast tests above cover
+    """Full-size mappings, ~8 minutes per model (N and N + 1 copies, three layouts); the fast tests cover
     the SDRAM formula on a small network and the copy counts on the shipped ones."""
     env = {**os.environ, "SPIKESCAN_DATA_DIR": str(tmp_path), "HOME": str(tmp_path / "user-home")}
     done = subprocess.run(
@@ -33,23 +33,32 @@ def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
     plan = json.loads(done.stdout)
     assert plan["copies_per_board"] >= 1
     assert plan["projected_patches_per_s"] > 0 and plan["energy_per_patch_j"] > 0
+    # ``mapping`` is the headline layout's: the copies the figures are for, N placed and N + 1 refused.
     mapping = plan["mapping"]
     assert mapping["copies_placed"] == plan["copies"], mapping
     assert mapping["next_fails"] and mapping["next_failure"] == "placement", mapping
     assert mapping["agrees"] is True
-    assert mapping["application_cores"] == plan["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
+    own = plan["layouts"]["per-copy input"]
+    cores = own["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
+    assert own["mapping"]["application_cores"] == cores
+    assert all(layout["mapping_agrees"] is True for layout in plan["layouts"].values()), plan["layouts"]
     # Shared input: 2 x 2 blocks of copies with one input population each, placed and routed by sPyNNaker.
     shared = plan["shared_input"]["mapping"]
-    # The planner counts chips' SDRAM as well as cores, so it agrees for both layouts: landcover's shared
+    # The planner counts chips' SDRAM as well as cores, so it agrees for every layout: landcover's shared
     # layout places one copy more (cores), trees-rgb's places 5 of the 7 its cores would allow (SDRAM).
     assert shared["agrees"] is True and shared["next_failure"] == "placement", shared
     assert shared["copies_placed"] == plan["shared_input"]["copies"]
     assert shared["application_cores"] == plan["shared_input"]["application_cores"]
+    # Strips (input shared across blocks): placed and refused one more, cores as planned.
+    strip = plan["strip_input"]["mapping"]
+    assert strip["agrees"] is True and strip["next_failure"] == "placement", strip
+    assert strip["application_cores"] == plan["strip_input"]["application_cores"]
     # sPyNNaker's own per-core reservations: the planner's synaptic matrices exactly, the rest within its
     # allowance.
     from workers.spinnaker.sdram import CORE_OTHER_BYTES
 
-    for result, planned in ((mapping, plan), (shared, plan["shared_input"])):
+    layouts = ((own["mapping"], own), (shared, plan["shared_input"]), (strip, plan["strip_input"]))
+    for result, planned in layouts:
         for name, synapses in result["sdram"]["max_core_synapse_bytes_by_population"].items():
             assert planned["sdram_bytes_by_core"][name] - CORE_OTHER_BYTES == synapses, name
             reserved = result["sdram"]["max_core_bytes_by_population"][name]

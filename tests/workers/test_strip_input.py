@@ -117,6 +117,33 @@ def test_sweep_is_exact_for_patches_that_are_not_neighbours() -> None:
     assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(5))
 
 
+def test_sweep_finds_columns_in_a_chip_grids_row_order() -> None:
+    """Chips as the pipeline batches them (chip rows, left to right) and shuffled: columns of neighbouring
+    chips are found by content, so row order sweeps like strip order (one warm-up band, one slot per
+    column); any order stays exact."""
+    pkg = _package(CONV, 10, 2, 0)
+    net = describe(pkg)
+    strip = strip_for(net, 10, 3)
+    scene = _scene(3, 6, 10, 1)
+    rows = np.stack([scene[r * 5 : r * 5 + 10, c * 5 : c * 5 + 10] for r in range(3) for c in range(6)])
+    spikes = input_spikes(net, rows, pkg.card.encoding, np.ones(rows.shape[:3], bool))
+    in_strip_order = sweep(strip, input_spikes(net, _strip_order(scene, 10, 3, 6), pkg.card.encoding,
+                                               np.ones(rows.shape[:3], bool)))
+    for order in (np.arange(18), np.random.default_rng(3).permutation(18)):
+        batch = spikes[order]
+        swept = sweep(strip, batch)
+        dense = _dense(strip, swept.frames)
+        for slot in range(1, swept.slots):
+            for k in range(3):
+                i = swept.placement[k, slot]
+                if i >= 0:
+                    np.testing.assert_array_equal(strip.window(dense[slot - 1 : slot + 1], k), batch[i])
+        assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(18))
+        assert swept.spikes_sent < spikes.sum()
+    swept = sweep(strip, spikes)
+    assert swept.slots == in_strip_order.slots == 7 and swept.spikes_sent == in_strip_order.spikes_sent
+
+
 @pytest.mark.parametrize("copies", [3, 4])
 def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
     """NEST on the strip build (strips of 3 copies; with 4 copies a second strip of one): every layer's spikes

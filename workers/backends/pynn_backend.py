@@ -101,6 +101,16 @@ class PyNNBackend(Backend):
     def copies(self) -> int:
         return self._copies
 
+    def batch_size_for(self, default: int, chips_per_row: int) -> int:
+        """With strips, whole bands of ``strip.copies`` chip rows per batch (the nearest multiple of one to
+        ``default``, at least one): the batch path finds the columns of neighbouring chips in a batch by
+        content, and a batch that cuts a band of rows short leaves the strip's lower copies idle."""
+        strip = self.tiled.strip
+        if strip is None:
+            return default
+        band = strip.copies * max(1, chips_per_row)
+        return band * max(1, round(default / band))
+
     def layer_spikes(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The input's and every layer's spikes, [N, size] per population name (for the cross-check); the
         input in the network's own code (one-hot levels where exact, see ``models/pynn_net.py``)."""

@@ -313,19 +313,20 @@ def strip_schedule(
     tiled: TiledNetwork, spikes: np.ndarray
 ) -> tuple[list[list[list[float]]], list[float], int]:
     """Per strip, spike times per strip input neuron (its pieces' neurons in order; one column band per
-    slot, ``strip_input.sweep``); the
-    clock's times; the number of slots. The batch's columns (``strip.copies`` patches each) are split into
-    consecutive runs, one per strip, so each strip sweeps neighbouring columns. Sets ``tiled.placement``."""
+    slot, ``strip_input.sweep``); the clock's times; the number of slots. The batch's chips are put into
+    columns by content (``strip_input.find_columns``: any order, a chip grid's row order included), and the
+    columns are split into consecutive runs, one per strip in proportion to its copies, so each strip sweeps
+    neighbouring columns. Sets ``tiled.placement``."""
     strip = tiled.strip
     assert strip is not None
     n_strips = len(tiled.populations[STRIP_INPUT]) // strip.pieces
     heights = [min(strip.copies, tiled.copies - b * strip.copies) for b in range(n_strips)]
-    columns = -(-len(spikes) // strip.copies)
-    sweeps, starts, start = [], [], 0
+    columns = strip_input.find_columns(strip, spikes)
+    sweeps, start = [], 0
     for height in heights:  # consecutive columns per strip, in proportion to its copies
-        take = -(-columns * height // tiled.copies) * strip.copies
-        starts.append(start)
-        sweeps.append(strip_input.sweep(strip, spikes[start : start + take], height))
+        take = -(-len(columns) * height // tiled.copies)
+        run = strip_input.split_columns(columns[start : start + take], height)
+        sweeps.append(strip_input.sweep(strip, spikes, height, run))
         start += take
     slots = max(s.slots for s in sweeps)
     times: list[list[list[float]]] = [[[] for _ in range(strip.size)] for _ in range(n_strips)]
@@ -335,8 +336,7 @@ def strip_schedule(
             for j in neurons:
                 times[b][j].append(tiled.t0 + slot)
         first = b * strip.copies
-        rows = swept.placement[: heights[b]]
-        tiled.placement[first : first + heights[b], : swept.slots] = np.where(rows >= 0, rows + starts[b], -1)
+        tiled.placement[first : first + heights[b], : swept.slots] = swept.placement[: heights[b]]
     clock = [tiled.t0 + s for s in range(slots + tiled.net.latency_steps - 1)]
     return times, clock, slots
 

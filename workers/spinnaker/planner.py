@@ -149,6 +149,36 @@ def fit_shared_copies(net: NetworkDescription, patch_size: int, boards: int, sid
     return copies
 
 
+@dataclass(frozen=True)
+class BuildLayout:
+    """What the spinnaker backend builds: copies and how they share input (0: not that way)."""
+
+    name: str
+    copies: int
+    shared_side: int = 0
+    strip_copies: int = 0
+
+
+def build_layout(result: Plan) -> BuildLayout:
+    """The plan's headline layout as the backend builds it, so the figures ``plan`` reports are for the
+    network the board runs."""
+    if result.strip_input is not None and result.layout == f"strips of {result.strip_input['strip_copies']}":
+        return BuildLayout(result.layout, result.copies, strip_copies=int(result.strip_input["strip_copies"]))
+    if result.layout == "2x2 blocks":
+        return BuildLayout(result.layout, result.copies, shared_side=SHARED_SIDE)
+    return BuildLayout(result.layout, result.copies)
+
+
+def fit_strip_copies(net: NetworkDescription, patch_size: int, boards: int, strip_copies: int) -> int:
+    """Copies of the strip layout (strips of ``strip_copies``) that place, cores and SDRAM counted."""
+    strip = strip_input.strip_for(net, patch_size, strip_copies)
+    per_pop = cores_by_population(net)
+    copies = int(strip_fit(net, strip, boards, sum(per_pop.values()) - per_pop["input"])["copies"])
+    if copies == 0:
+        raise InvalidInput(f"{net.name}: no copy of the strip layout fits on {boards} board(s)")
+    return copies
+
+
 def sdram_fit(layout: sdram.Layout, by_cores: int, boards: int) -> dict[str, Any]:
     """Copies by cores, by SDRAM alone, by both (what places), and which binds: the plan's SDRAM fields."""
     by_both = sdram.most_copies(layout, by_cores, boards)
@@ -585,16 +615,26 @@ def main(args: argparse.Namespace) -> int:
     pkg = model_package.load(args.model, settings.models_dir)
     result = plan(pkg, args.boards)
     if args.map:
-        result.mapping = confirm(pkg, result.copies, result.boards, settings)
+        # Every layout's own N and N + 1; ``mapping`` is the headline layout's (the one the figures are for).
+        layouts = result.layouts or {}
+        own = layouts.get("per-copy input", {}).get("copies", result.copies)
+        maps = {"per-copy input": confirm(pkg, own, result.boards, settings)}
         if result.shared_input is not None:
             shared = result.shared_input
-            shared["mapping"] = confirm(pkg, shared["copies"], result.boards, settings, SHARED_SIDE)
+            shared["mapping"] = maps["2x2 blocks"] = confirm(pkg, shared["copies"], result.boards, settings,
+                                                             SHARED_SIDE)
             if shared["mapping"]["agrees"]:
                 shared["mapping"]["application_cores_planned"] = shared["application_cores"]
         if result.strip_input is not None:
             strip = result.strip_input
-            strip["mapping"] = confirm(pkg, strip["copies"], result.boards, settings, 0,
-                                       strip["strip_copies"])
+            strip["mapping"] = maps[f"strips of {strip['strip_copies']}"] = confirm(
+                pkg, strip["copies"], result.boards, settings, 0, strip["strip_copies"])
+        for name, mapped in maps.items():
+            if name in layouts:
+                layouts[name]["mapping_agrees"] = mapped["agrees"]
+        if "per-copy input" in layouts:  # the other layouts keep theirs in shared_input / strip_input
+            layouts["per-copy input"]["mapping"] = maps["per-copy input"]
+        result.mapping = maps.get(result.layout, maps["per-copy input"])
     if args.board_weights:
         result.board_weights = board_weight_agreement(pkg, settings)
         if args.write_card:

@@ -178,14 +178,15 @@ class Sweep:
         return sum(len(f) for f in self.frames)
 
 
-def sweep(strip: Strip, spikes: np.ndarray, copies: int | None = None) -> Sweep:
-    """Lay out ``spikes`` [N, patch input size] on one strip. The batch is read as columns of ``strip.copies``
-    consecutive patches (chip rows top to bottom), columns left to right: the order a chip grid gives when it
-    is handed over strip by strip, column by column. A column continues the sweep when its earlier bands equal
-    the bands already sent (neighbouring chips do, spike for spike); otherwise a new sweep starts with its
-    warm-up bands. A short last column leaves the lower copies idle. ``copies``: the strip's copies when it
-    is a short last strip (columns are then that many patches). Exact for any batch: a copy's window is
-    always exactly its patch."""
+def sweep(strip: Strip, spikes: np.ndarray, copies: int | None = None,
+          columns: list[list[int]] | None = None) -> Sweep:
+    """Lay out ``spikes`` [N, patch input size] on one strip, one column of chips per slot. ``columns``:
+    groups of patches, each a chip and the chips below it, top to bottom (``columns``; found here when not
+    given). A column continues the sweep when its earlier bands equal the bands already sent (the column to
+    the right of the last one does, spike for spike); otherwise a new sweep starts with its warm-up bands. A
+    short column leaves the lower copies idle. ``copies``: the strip's copies when it is a short last strip
+    (columns are then at most that many patches). Exact for any batch: a copy's window is always exactly its
+    patch."""
     height = strip.copies if copies is None else copies
     n, size = spikes.shape
     h, w, c = strip.patch
@@ -193,9 +194,12 @@ def sweep(strip: Strip, spikes: np.ndarray, copies: int | None = None) -> Sweep:
         raise ValueError(f"patch input of {size}, strip expects {h * w * c}")
     b = strip.bands
     grids = spikes.reshape(n, h, w, c)
+    found = find_columns(strip, spikes, height) if columns is None else columns
     frames: list[np.ndarray] = []  # dense bands, [strip H, stride, C]
     computes: list[list[int]] = []  # per slot, the patch each copy computes (-1)
-    for column in _columns(strip, grids, height):
+    for column in found:
+        if len(column) > height or not _continues(strip, grids, column):
+            raise ValueError(f"not a column of at most {height} chips, each below the last: {column}")
         bands = [_band(strip, grids, column, j) for j in range(b)]
         known = _band_known(strip, len(column))
         fresh = len(frames) < b - 1 or not all(
@@ -214,23 +218,50 @@ def sweep(strip: Strip, spikes: np.ndarray, copies: int | None = None) -> Sweep:
     return sent
 
 
-def _columns(strip: Strip, grids: np.ndarray, height: int) -> list[list[int]]:
-    """Groups of ``height`` consecutive patches, each patch continuing the one above it down the strip
-    (its top rows equal the rows one stride down the patch above); a group that does not is split into
-    patches of their own."""
-    h, s = strip.patch[0], strip.stride
+def find_columns(strip: Strip, spikes: np.ndarray, height: int | None = None) -> list[list[int]]:
+    """The batch's chips as columns of at most ``height`` (default the strip's copies), found by content in
+    any order: chip j is below chip i when j's top rows equal i's rows one stride down, spike for spike (as
+    ``shared_input.squares`` finds squares). Columns start at the batch's earliest unused chip, so a chip
+    grid's row order (the pipeline's) or strip order gives columns left to right; chips that merely look
+    alike are as good as neighbours, since a column only shares rows its chips agree on."""
+    height = strip.copies if height is None else height
+    h, w, c = strip.patch
+    s = strip.stride
+    grids = spikes.reshape(len(spikes), h, w, c)
+    tops: dict[bytes, list[int]] = {}
+    for j, g in enumerate(grids):
+        tops.setdefault(g[: h - s].tobytes(), []).append(j)
+    used = np.zeros(len(spikes), bool)
     out: list[list[int]] = []
-    for start in range(0, len(grids), height):
-        column = list(range(start, min(start + height, len(grids))))
-        if all(np.array_equal(grids[i][: h - s], grids[i - 1][s:]) for i in column[1:]):
-            out.append(column)
-        else:
-            out.extend([i] for i in column)
+    for i in range(len(spikes)):
+        if used[i]:
+            continue
+        used[i] = True
+        column = [i]
+        while len(column) < height:
+            below = next((j for j in tops.get(grids[column[-1]][s:].tobytes(), []) if not used[j]), None)
+            if below is None:
+                break
+            used[below] = True
+            column.append(below)
+        out.append(column)
     return out
 
 
+def split_columns(columns: list[list[int]], height: int) -> list[list[int]]:
+    """Columns cut into pieces of at most ``height`` chips, top first (for a short last strip)."""
+    return [col[k : k + height] for col in columns for k in range(0, len(col), height)]
+
+
+def _continues(strip: Strip, grids: np.ndarray, column: list[int]) -> bool:
+    """Whether each chip of ``column`` is the one below the chip before it (their overlap agrees)."""
+    h, s = strip.patch[0], strip.stride
+    pairs = zip(column, column[1:], strict=False)
+    return all(np.array_equal(grids[j][: h - s], grids[i][s:]) for i, j in pairs)
+
+
 def _band(strip: Strip, grids: np.ndarray, column: list[int], j: int) -> np.ndarray:
-    """Band ``j`` of a column of patches (``_columns``) as the strip's input; rows no patch covers are
+    """Band ``j`` of a column of patches (``find_columns``) as the strip's input; rows no patch covers are
     silent."""
     h, s = strip.patch[0], strip.stride
     band = np.zeros(strip.shape, np.uint8)
