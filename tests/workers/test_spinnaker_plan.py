@@ -293,3 +293,26 @@ def test_planner_copies_count_cores_and_sdram(model: str) -> None:
         assert shared["copies"] == 5 and "SDRAM" in shared["limited_by"], shared
     else:
         assert shared["copies"] == by_cores + 1 and shared["limited_by"].startswith("cores"), shared
+
+
+def test_strip_maps_with_live_injectors_and_16_bit_keys(tmp_path: Path) -> None:
+    """The strip's input as sPyNNaker SpikeInjector populations (live injection) maps on a virtual board:
+    one core per piece (LiveEventConnection sends a label's events to its first core only) and each core's
+    key prefix the upper half-word over a routing key whose low 16 bits are free, so 16-bit atom ids are
+    what the connection would send. A small network: seconds."""
+    from models import package
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.spinnaker.workspace import Workspace
+
+    small = _package(CONV, 10, 2, 0)
+    pkg = package.save(small.card, small.weights, tmp_path / "pkg")
+    result = Workspace(tmp_path / "spinnaker").run_child(
+        "workers.spinnaker.mapping",
+        ["--model", str(pkg.path), "--copies", "4", "--strip", "3", "--live"],
+        timeout_s=600,
+    )
+    assert result["ok"], result
+    live = result["live_input"]
+    assert live["populations"] == 2 * 4 and live["one_core_each"], live  # two strips of (3 + 1) pieces
+    assert live["keys_16_bit_with_prefix"] and live["cores"][0]["prefix_type"] == "UPPER_HALF_WORD"
+    assert live["unread_populations"] == 2  # the short strip (one copy) reads 2 of its 4 pieces; no key

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.emulator import Emulator
 from models.pynn_net import describe, input_spikes
 from tests.models.test_pynn_net import CONV, _package  # noqa: I001
-from tests.workers.test_shared_input import _Recorder, _synapses
+from tests.workers.test_shared_input import _Recorder, _synapses, nest_equals_emulator
 from workers.backends.pynn_build import STRIP_INPUT, build
 from workers.spinnaker.strip_input import share_of_patch, strip_for, sweep
 
@@ -42,6 +41,19 @@ def _dense(strip: Any, frames: list[np.ndarray]) -> list[np.ndarray]:
         frame[neurons] = 1
         out.append(frame)
     return out
+
+
+def _check_windows(strip: Any, spikes: np.ndarray, swept: Any) -> None:
+    """Every copy computing in a slot sees exactly its patch in the bands sent so far; every patch is
+    computed once."""
+    dense = _dense(strip, swept.frames)
+    for slot in range(strip.bands - 1, swept.slots):
+        for k in range(strip.copies):
+            i = swept.placement[k, slot]
+            if i >= 0:
+                window = strip.window(dense[slot - strip.bands + 1 : slot + 1], k)
+                np.testing.assert_array_equal(window, spikes[i])
+    assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(len(spikes)))
 
 
 def test_strip_build_gives_each_copy_its_unshared_synapses_with_delays() -> None:
@@ -108,13 +120,7 @@ def test_sweep_is_exact_for_patches_that_are_not_neighbours() -> None:
     pixels = np.random.default_rng(2).uniform(0, 220, (5, 10, 10, 2)).astype(np.float32)
     spikes = input_spikes(net, pixels, pkg.card.encoding, np.ones(pixels.shape[:3], bool))
     swept = sweep(strip, spikes)
-    dense = _dense(strip, swept.frames)
-    for slot in range(1, swept.slots):
-        for k in range(2):
-            i = swept.placement[k, slot]
-            if i >= 0:
-                np.testing.assert_array_equal(strip.window(dense[slot - 1 : slot + 1], k), spikes[i])
-    assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(5))
+    _check_windows(strip, spikes, swept)
 
 
 def test_sweep_finds_columns_in_a_chip_grids_row_order() -> None:
@@ -132,13 +138,7 @@ def test_sweep_finds_columns_in_a_chip_grids_row_order() -> None:
     for order in (np.arange(18), np.random.default_rng(3).permutation(18)):
         batch = spikes[order]
         swept = sweep(strip, batch)
-        dense = _dense(strip, swept.frames)
-        for slot in range(1, swept.slots):
-            for k in range(3):
-                i = swept.placement[k, slot]
-                if i >= 0:
-                    np.testing.assert_array_equal(strip.window(dense[slot - 1 : slot + 1], k), batch[i])
-        assert sorted(swept.placement[swept.placement >= 0].tolist()) == list(range(18))
+        _check_windows(strip, batch, swept)
         assert swept.spikes_sent < spikes.sum()
     swept = sweep(strip, spikes)
     assert swept.slots == in_strip_order.slots == 7 and swept.spikes_sent == in_strip_order.spikes_sent
@@ -147,28 +147,17 @@ def test_sweep_finds_columns_in_a_chip_grids_row_order() -> None:
 @pytest.mark.parametrize("copies", [3, 4])
 def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
     """NEST on the strip build (strips of 3 copies; with 4 copies a second strip of one): every layer's spikes
-    and the class scores equal the emulator's, for neighbouring chips in strip order and for unrelated
-    patches after them (a new sweep)."""
-    from workers.backends.nest import NestBackend
-
+    and the class scores equal the emulator's, for neighbouring chips in strip order, the same chips in a
+    chip grid's row order, and unrelated patches after them (a new sweep)."""
     pkg = _package(CONV, 10, 2, seed=3)
-    grid = _strip_order(_scene(3, 5, 10, 4), 10, 3, 5)
+    scene = _scene(3, 5, 10, 4)
+    rows = np.stack([scene[r * 5 : r * 5 + 10, c * 5 : c * 5 + 10] for r in range(3) for c in range(5)])
     loose = np.random.default_rng(5).uniform(0, 220, (4, 10, 10, 2)).astype(np.float32)
-    pixels = np.concatenate([grid, loose])
+    pixels = np.concatenate([_strip_order(scene, 10, 3, 5), rows, loose])
     valid = np.ones(pixels.shape[:3], dtype=bool)
     valid[-2, :4] = False
-    emulated = Emulator(pkg).run(pixels, valid, keep_layers=True)
-    backend = NestBackend(pkg, copies=copies, strip_copies=3)
-    try:
-        assert backend.tiled.strip is not None
-        simulated = backend.layer_spikes(pixels, valid)
-        again = backend.infer(pixels, valid)
-    finally:
-        backend.close()
-    names = [p.name for p in backend.net.populations if not p.is_source]
-    for name, spikes in zip(names, emulated.layer_spikes or [], strict=True):
-        np.testing.assert_array_equal(simulated[name], spikes.reshape(len(pixels), -1), err_msg=name)
-    np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
+    tiled = nest_equals_emulator(pkg, pixels, valid, copies=copies, strip_copies=3)
+    assert tiled.strip is not None
 
 
 @pytest.mark.slow
@@ -176,20 +165,13 @@ def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
 def test_nest_strip_layout_on_real_neighbouring_patches() -> None:
     """landcover-landsat on 8 columns of a strip of 3 chip rows of its held-out scene, in strip order (the
     top strip: its upper rows are nodata, so one piece of the strip's input stays silent): NEST on the strip
-    build gives the emulator's class scores, one time slot per column after one warm-up band."""
+    build gives the emulator's spikes on every layer and its class scores, one time slot per column after
+    one warm-up band."""
     from models import package
-    from workers.backends.nest import NestBackend
     from workers.samples import default_scene, strip_patches
 
     pkg = package.load("landcover-landsat")
     pixels, valid = strip_patches(pkg, default_scene(pkg), 3, 114)
     pixels, valid = pixels[90:114], valid[90:114]  # whole columns from the middle of the strip
-    emulated = Emulator(pkg).run(pixels, valid)
-    backend = NestBackend(pkg, copies=3, strip_copies=3)
-    try:
-        got = backend.infer(pixels, valid)
-    finally:
-        backend.close()
-    np.testing.assert_array_equal(got.scores.argmax(-1), emulated.classes)
-    np.testing.assert_allclose(got.scores, emulated.scores, rtol=1e-6)
-    assert backend.tiled.placement.shape[1] == 8 + 1  # every column continued the sweep
+    tiled = nest_equals_emulator(pkg, pixels, valid, copies=3, strip_copies=3)
+    assert tiled.placement.shape[1] == 8 + 1  # every column continued the sweep

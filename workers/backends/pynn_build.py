@@ -88,6 +88,7 @@ def build(
     exact_weight_bounds: bool = False,
     shared_block: Block | None = None,
     strip: Strip | None = None,
+    live_input: bool = False,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -100,6 +101,8 @@ def build(
     copy's first layer reads its window of it (``run_patches`` packs batches onto the blocks).
     ``strip``: one input population per strip of copies, one column band of the scene per slot, each copy's
     first layer reading its patch's bands through synaptic delays (``workers/spinnaker/strip_input.py``).
+    ``live_input``: the strips' input as sPyNNaker ``SpikeInjector`` populations (mapping only; the batch
+    path cannot feed them).
     """
     if shared_block is not None and strip is not None:
         raise ValueError("a build shares input by blocks or by strips, not both")
@@ -110,7 +113,7 @@ def build(
     if shared_block is not None:
         _shared_sources(sim, net, copies, shared_block, pops)
     if strip is not None:
-        _strip_sources(sim, copies, strip, pops)
+        _strip_sources(sim, copies, strip, pops, live_input)
         per_core.update({
             name: strip_input.atoms_per_core(net, strip, name, per_core[name]) for name in _input_posts(net)
         })
@@ -166,16 +169,22 @@ def _input_posts(net: NetworkDescription) -> list[str]:
     return sorted({p.post for p in net.projections if p.pre in chunks})
 
 
-def _strip_sources(sim: ModuleType, copies: int, strip: Strip, pops: dict[str, list[Any]]) -> None:
+def _strip_sources(sim: ModuleType, copies: int, strip: Strip, pops: dict[str, list[Any]],
+                   live: bool = False) -> None:
     """Per strip of copies, one spike-source population per piece (``Strip.pieces``), each split into
-    input-sized cores like a copy's own; ``pops[STRIP_INPUT][b * strip.pieces + p]``."""
+    input-sized cores like a copy's own; ``pops[STRIP_INPUT][b * strip.pieces + p]``. ``live``
+    (sPyNNaker only, mapping studies): sPyNNaker's ``SpikeInjector`` instead, left whole, because its live
+    connection sends every event of a population to the population's first core."""
     pops[STRIP_INPUT] = []
     for b in range(strip_input.strips_for(copies, strip)):
         for p in range(strip.pieces):
-            pop = sim.Population(strip.piece_size, sim.SpikeSourceArray(spike_times=[]),
-                                 label=f"{STRIP_INPUT}#{b}.{p}")
-            if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
-                pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+            label = f"{STRIP_INPUT}#{b}.{p}"
+            if live:
+                pop = sim.Population(strip.piece_size, sim.external_devices.SpikeInjector(), label=label)
+            else:
+                pop = sim.Population(strip.piece_size, sim.SpikeSourceArray(spike_times=[]), label=label)
+                if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+                    pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
             pops[STRIP_INPUT].append(pop)
 
 

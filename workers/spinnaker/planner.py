@@ -307,6 +307,30 @@ def select_layout(result: Plan) -> Plan:
     return result
 
 
+def shared_figures(load: Load, in_bytes: float, out_bytes: float, km2: float, boards: int, copies: int,
+                   cores: int, share: float) -> dict[str, Any]:
+    """Bounds, projection and energy of a layout whose input sends ``share`` of the unshared spikes (2 x 2
+    blocks, strips): the per-copy plan's rules on the same sample (``in_bytes``: unshared input bytes per
+    patch)."""
+    step_rate = copies / TIMESTEP_S
+    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
+    rate, bottleneck = _bound(step_rate, compute, link_rate)
+    per_patch = energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch)
+    return {
+        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
+        "input_bytes_per_patch": round(in_bytes * share, 1),
+        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
+        "step_patches_per_s": round(step_rate, 1),
+        "compute_patches_per_s": round(compute, 1),
+        "host_link_patches_per_s": round(link_rate, 1),
+        "projected_patches_per_s": round(rate, 1),
+        "bottleneck": bottleneck,
+        "energy_per_patch_j": per_patch,
+        "energy_per_km2_j": per_patch / km2,
+    }
+
+
 def shared_sample(pkg: ModelPackage, net: NetworkDescription, block: shared_input.Block,
                   patches: int = SAMPLE_PATCHES) -> dict[str, float]:
     """Input spikes per patch with and without the shared blocks, MEASURED on the same real patches: squares
@@ -342,10 +366,6 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
     cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
     measured = shared_sample(pkg, net, block)
     share = measured["shared"] / max(measured["unshared"], 1e-9)
-    step_rate = copies / TIMESTEP_S
-    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
-    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
-    rate, bottleneck = _bound(step_rate, compute, link_rate)
     return {
         "status": "built, mapped by sPyNNaker on the virtual board (plan --map) and injected by the batch "
         "path (PyNN backends' shared_side; the pipeline does not yet hand chips in block order)",
@@ -364,16 +384,7 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
             "input_spikes_per_patch_shared": round(measured["shared"], 1),
             "share": round(share, 4),
         },
-        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
-        "input_bytes_per_patch": round(in_bytes * share, 1),
-        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
-        "step_patches_per_s": round(step_rate, 1),
-        "compute_patches_per_s": round(compute, 1),
-        "host_link_patches_per_s": round(link_rate, 1),
-        "projected_patches_per_s": round(rate, 1),
-        "bottleneck": bottleneck,
-        "energy_per_patch_j": energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch),
-        "energy_per_km2_j": energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch) / km2,
+        **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
     }
 
 
@@ -439,14 +450,10 @@ def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy
     cores = strip_input.cores(copies, sum(c for _, c, _ in layout.populations), strip, INPUT_ATOMS_PER_CORE)
     measured = strip_sample(pkg, net, strip)
     share = measured["shared"] / max(measured["unshared"], 1e-9)
-    step_rate = copies / TIMESTEP_S
-    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
-    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
-    rate, bottleneck = _bound(step_rate, compute, link_rate)
-    per_patch = energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch)
     return {
         "status": "built and run exactly on NEST (tests/workers/test_strip_input.py); mapped by sPyNNaker on "
-        "the virtual board (plan --map); the pipeline does not yet hand chips over in strip order",
+        "the virtual board (plan --map) and injected by the batch path; the spinnaker backend builds it when "
+        "it is the plan's layout and the pipeline hands it whole bands of chip rows",
         "strip_copies": n,
         "strip_input_shape": list(strip.shape),
         "delays_steps": sorted({1 + j for j in range(strip.bands)}),
@@ -466,16 +473,7 @@ def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy
             "input_spikes_per_patch_shared": round(measured["shared"], 1),
             "share": round(share, 4),
         },
-        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
-        "input_bytes_per_patch": round(in_bytes * share, 1),
-        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
-        "step_patches_per_s": round(step_rate, 1),
-        "compute_patches_per_s": round(compute, 1),
-        "host_link_patches_per_s": round(link_rate, 1),
-        "projected_patches_per_s": round(rate, 1),
-        "bottleneck": bottleneck,
-        "energy_per_patch_j": per_patch,
-        "energy_per_km2_j": per_patch / km2,
+        **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
         "live_16bit_estimate": live_estimate(load.input_spikes_per_patch * share, out_bytes, km2),
     }
 
