@@ -222,6 +222,16 @@ def _add_signed(net: NetworkDescription, pre: str, post: str, rows: np.ndarray, 
             )
 
 
+def max_row(rows: np.ndarray, post_atoms_per_core: int) -> int:
+    """FromListConnector's row bound: most rows sharing (pre, post // atoms per core)."""
+    if rows.size == 0:
+        return 0
+    key = rows[:, 0].astype(np.int64) * (int(rows[:, 1].max()) // post_atoms_per_core + 1) + (
+        rows[:, 1].astype(np.int64) // post_atoms_per_core
+    )
+    return int(np.unique(key, return_counts=True)[1].max())
+
+
 def max_row_length(net: NetworkDescription, post: str, atoms_per_core: int) -> int:
     """Most synapses from one pre-neuron into one core of ``post`` (a SpiNNaker synaptic row)."""
     longest = 0

@@ -191,7 +191,7 @@ def _run(
                 engine,
                 Mosaicker(grid, len(pkg.card.classes), behind),
                 watch,
-                settings.batch_size,
+                engine.batch_size_for(settings.batch_size, grid.cols),
                 make_progress(grid.n_chips),
             )
             with watch.stage("mosaic"):  # the strips still being written behind

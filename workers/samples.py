@@ -96,3 +96,27 @@ def block_patches(pkg: ModelPackage, scene_path: Path | str, squares: int, side:
                 pixels.extend(cache[r + dr][0][c : c + side])
                 valid.extend(cache[r + dr][1][c : c + side])
     return np.stack(pixels), np.stack(valid)
+
+
+def strip_patches(pkg: ModelPackage, scene_path: Path | str, rows: int, count: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Chips at the half-patch stride in strip order (``workers/spinnaker/strip_input.py``): strips of
+    ``rows`` chip rows from the top, each handed over column by column, rows top to bottom; the scene's
+    chips until ``count`` (a whole strip's columns, so a small scene gives fewer). A strip with fewer chip
+    rows left than ``rows`` is not used: the count stays a whole number of full columns."""
+    card = pkg.card
+    stride = card.patch_size // 2
+    with open_checked(scene_path, card) as scene:
+        cell = math.gcd(stride, card.output_stride)
+        grid = ChipGrid(scene.width, scene.height, card.patch_size, stride, cell)
+        if grid.rows < rows:
+            raise InvalidInput(f"{scene_path}: fewer than {rows} rows of chips")
+        pixels, valid = [], []
+        for top in range(0, grid.rows - rows + 1, rows):
+            batches = [scene.read_chip_row(grid, top + r) for r in range(rows)]
+            for c in range(grid.cols):
+                pixels.extend(np.array(b.pixels[c]) for b in batches)
+                valid.extend(np.array(b.valid[c]) for b in batches)
+            if len(pixels) >= count:
+                break
+    return np.stack(pixels), np.stack(valid)

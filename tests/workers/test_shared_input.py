@@ -135,6 +135,26 @@ def test_pack_is_exact_for_patches_that_are_not_neighbours() -> None:
     assert packing.spikes_sent == spikes.sum()  # nothing shared
 
 
+def nest_equals_emulator(pkg: Any, pixels: np.ndarray, valid: np.ndarray, **layout: int) -> Any:
+    """Run ``pixels`` through a NEST backend built with ``layout`` (copies, shared_side or strip_copies):
+    every layer's spikes (layer_spikes) and the class scores (infer, a second batch on the same build) must
+    equal the emulator's. Returns the build (``TiledNetwork``) for layout checks."""
+    from workers.backends.nest import NestBackend
+
+    emulated = Emulator(pkg).run(pixels, valid, keep_layers=True)
+    backend = NestBackend(pkg, **layout)
+    try:
+        simulated = backend.layer_spikes(pixels, valid)
+        again = backend.infer(pixels, valid)
+    finally:
+        backend.close()
+    names = [p.name for p in backend.net.populations if not p.is_source]
+    for name, spikes in zip(names, emulated.layer_spikes or [], strict=True):
+        np.testing.assert_array_equal(simulated[name], spikes.reshape(len(pixels), -1), err_msg=name)
+    np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
+    return backend.tiled
+
+
 def _check_windows(block: Any, copies: int, spikes: np.ndarray, packing: Any) -> None:
     """Every copy's window of every frame is exactly the spikes of the patch it computes in that slot."""
     for b, slot, neurons in packing.frames:
@@ -167,26 +187,14 @@ def test_pack_finds_squares_in_a_chip_grids_row_order() -> None:
 def test_nest_runs_the_shared_layout_exactly(copies: int) -> None:
     """NEST on the shared build (a block of 4 copies, and a second block of one): every layer's spikes and
     the class scores equal the emulator's, for squares of neighbouring chips and for unrelated patches."""
-    from workers.backends.nest import NestBackend
-
     pkg = _package(CONV, 10, 2, seed=3)
     squares = _scene_squares(10, 5, 4)
     loose = np.random.default_rng(5).uniform(0, 220, (6, 10, 10, 2)).astype(np.float32)
     pixels = np.concatenate([squares, loose])
     valid = np.ones(pixels.shape[:3], dtype=bool)
     valid[-2, :4] = False  # invalid pixels fire nothing
-    emulated = Emulator(pkg).run(pixels, valid, keep_layers=True)
-    backend = NestBackend(pkg, copies=copies, shared_side=2)
-    try:
-        assert backend.tiled.shared_block is not None and CLOCK in backend.tiled.populations
-        simulated = backend.layer_spikes(pixels, valid)
-        again = backend.infer(pixels, valid)
-    finally:
-        backend.close()
-    names = [p.name for p in backend.net.populations if not p.is_source]
-    for name, spikes in zip(names, emulated.layer_spikes or [], strict=True):
-        np.testing.assert_array_equal(simulated[name], spikes.reshape(len(pixels), -1), err_msg=name)
-    np.testing.assert_allclose(again.scores, emulated.scores, rtol=1e-6)
+    tiled = nest_equals_emulator(pkg, pixels, valid, copies=copies, shared_side=2)
+    assert tiled.shared_block is not None and CLOCK in tiled.populations
 
 
 @pytest.mark.parametrize("model", ["landcover-landsat", "trees-rgb"])
@@ -209,20 +217,12 @@ def test_real_neighbouring_chips_share_one_slot_per_square(model: str) -> None:
 @pytest.mark.timeout(900)
 def test_nest_shared_layout_on_real_neighbouring_patches() -> None:
     """landcover-landsat on squares of neighbouring chips of its held-out scene, in block order: NEST on the
-    shared layout gives the emulator's class scores (~100 s, most of it building 4 copies in NEST; the fast
-    NEST test above checks the same path spike for spike on a small network)."""
+    shared layout gives the emulator's spikes on every layer and its class scores (~40 s, most of it
+    building 4 copies in NEST)."""
     from models import package
-    from workers.backends.nest import NestBackend
     from workers.samples import block_patches, default_scene
 
     pkg = package.load("landcover-landsat")
     pixels, valid = block_patches(pkg, default_scene(pkg), 6)
-    emulated = Emulator(pkg).run(pixels, valid)
-    backend = NestBackend(pkg, copies=4, shared_side=2)
-    try:
-        got = backend.infer(pixels, valid)
-    finally:
-        backend.close()
-    np.testing.assert_array_equal(got.scores.argmax(-1), emulated.classes)
-    np.testing.assert_allclose(got.scores, emulated.scores, rtol=1e-6)
-    assert backend.tiled.placement.shape[1] == 6  # every square shared one time slot
+    tiled = nest_equals_emulator(pkg, pixels, valid, copies=4, shared_side=2)
+    assert tiled.placement.shape[1] == 6  # every square shared one time slot

@@ -19,7 +19,7 @@ import pytest
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("model", ["landcover-landsat", "trees-rgb"])
 def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
-    """Full-size mappings, ~4 minutes per model (N and N + 1 copies, both layouts); the fast tests above cover
+    """Full-size mappings, ~8 minutes per model (N and N + 1 copies, three layouts); the fast tests cover
     the SDRAM formula on a small network and the copy counts on the shipped ones."""
     env = {**os.environ, "SPIKESCAN_DATA_DIR": str(tmp_path), "HOME": str(tmp_path / "user-home")}
     done = subprocess.run(
@@ -33,23 +33,32 @@ def test_plan_map_agrees_with_spynnaker(model: str, tmp_path: Path) -> None:
     plan = json.loads(done.stdout)
     assert plan["copies_per_board"] >= 1
     assert plan["projected_patches_per_s"] > 0 and plan["energy_per_patch_j"] > 0
+    # ``mapping`` is the headline layout's: the copies the figures are for, N placed and N + 1 refused.
     mapping = plan["mapping"]
     assert mapping["copies_placed"] == plan["copies"], mapping
     assert mapping["next_fails"] and mapping["next_failure"] == "placement", mapping
     assert mapping["agrees"] is True
-    assert mapping["application_cores"] == plan["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
+    own = plan["layouts"]["per-copy input"]
+    cores = own["copies"] * plan["cores_per_copy"] + plan["shared_cores"]
+    assert own["mapping"]["application_cores"] == cores
+    assert all(layout["mapping_agrees"] is True for layout in plan["layouts"].values()), plan["layouts"]
     # Shared input: 2 x 2 blocks of copies with one input population each, placed and routed by sPyNNaker.
     shared = plan["shared_input"]["mapping"]
-    # The planner counts chips' SDRAM as well as cores, so it agrees for both layouts: landcover's shared
+    # The planner counts chips' SDRAM as well as cores, so it agrees for every layout: landcover's shared
     # layout places one copy more (cores), trees-rgb's places 5 of the 7 its cores would allow (SDRAM).
     assert shared["agrees"] is True and shared["next_failure"] == "placement", shared
     assert shared["copies_placed"] == plan["shared_input"]["copies"]
     assert shared["application_cores"] == plan["shared_input"]["application_cores"]
+    # Strips (input shared across blocks): placed and refused one more, cores as planned.
+    strip = plan["strip_input"]["mapping"]
+    assert strip["agrees"] is True and strip["next_failure"] == "placement", strip
+    assert strip["application_cores"] == plan["strip_input"]["application_cores"]
     # sPyNNaker's own per-core reservations: the planner's synaptic matrices exactly, the rest within its
     # allowance.
     from workers.spinnaker.sdram import CORE_OTHER_BYTES
 
-    for result, planned in ((mapping, plan), (shared, plan["shared_input"])):
+    layouts = ((own["mapping"], own), (shared, plan["shared_input"]), (strip, plan["strip_input"]))
+    for result, planned in layouts:
         for name, synapses in result["sdram"]["max_core_synapse_bytes_by_population"].items():
             assert planned["sdram_bytes_by_core"][name] - CORE_OTHER_BYTES == synapses, name
             reserved = result["sdram"]["max_core_bytes_by_population"][name]
@@ -101,17 +110,25 @@ def test_plan_projection_is_under_every_bound_it_counts(model: str) -> None:
     assert p.compute_patches_per_s < p.step_patches_per_s
     assert p.input_bytes_per_patch == pytest.approx(p.input_spikes_per_patch * p.link_bytes_per_spike, 0.01)
     assert p.energy_per_patch_j > 0 and p.energy_per_km2_j > 0
-    shared = p.shared_input or {}
-    assert shared["host_link_bytes_per_km2"] < p.host_link_bytes_per_km2
+    shared, own = p.shared_input or {}, (p.layouts or {})["per-copy input"]
+    assert shared["host_link_bytes_per_km2"] < own["host_link_bytes_per_km2"]
     assert shared["input_share_limit"] <= shared["input_share_per_copy"] < 1
     # Fewer input cores, but trees' block makes conv1 cores heavier: SDRAM places fewer copies there.
-    assert shared["copies"] >= p.copies or "SDRAM" in shared["limited_by"]
+    assert shared["copies"] >= own["copies"] or "SDRAM" in shared["limited_by"]
     assert shared["application_cores"] <= p.application_cores
-    assert p.copies == min(p.copies_by_cores, p.copies_by_sdram) and p.sdram_bytes_per_copy > 0
+    assert own["copies"] == min(own["copies_by_cores"], own["copies_by_sdram"]) and p.sdram_bytes_per_copy > 0
+    # The headline is the layout projecting the most; strips send each pixel about once (issue 14 item 1).
+    assert p.projected_patches_per_s == max(v["projected_patches_per_s"] for v in (p.layouts or {}).values())
+    strip = p.strip_input or {}
+    assert strip["host_link_bytes_per_km2"] < shared["host_link_bytes_per_km2"]
+    assert strip["input_share_limit"] <= strip["input_share_per_copy"] < shared["input_share_per_copy"]
+    assert strip["measured_on_scene_strips"]["share"] < 0.35, strip["measured_on_scene_strips"]
+    assert strip["projected_patches_per_s"] <= min(strip["compute_patches_per_s"],
+                                                   strip["host_link_patches_per_s"])
     # Measured on squares of neighbouring chips: one time slot per square, ~0.56 of the unshared spikes.
     measured = shared["measured_on_block_squares"]
     assert measured["time_slots_per_square"] == 1.0 and 0.5 < measured["share"] < 0.6, measured
-    want = p.input_spikes_per_patch * measured["share"]
+    want = own["input_spikes_per_patch"] * measured["share"]
     assert shared["input_spikes_per_patch"] == pytest.approx(want, 0.01)
     assert shared["projected_patches_per_s"] <= min(shared["compute_patches_per_s"],
                                                     shared["host_link_patches_per_s"])
@@ -203,8 +220,9 @@ def test_board_stand_in_rounds_what_spynnaker_holds(tmp_path: Path) -> None:
     assert any(not np.array_equal(ours[k], weights[k] * 2.0**-12) for k in weights)
 
 
-@pytest.mark.parametrize("shared_side", [0, 2])
-def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("shared_side", "strip_copies"), [(0, 0), (2, 0), (0, 3)])
+def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, strip_copies: int, tmp_path: Path
+                                                   ) -> None:
     """The planner's synaptic-matrix bytes per core (``workers/spinnaker/sdram.py``) equal what sPyNNaker's
     own resource estimate reserves on a virtual-board mapping, byte for byte, with and without a shared input
     block; the rest of each core fits the planner's allowance. A small network: seconds, not minutes."""
@@ -215,16 +233,18 @@ def test_sdram_per_core_is_what_spynnaker_reserves(shared_side: int, tmp_path: P
     from workers.spinnaker import sdram
     from workers.spinnaker.planner import map_copies
     from workers.spinnaker.shared_input import block_for
+    from workers.spinnaker.strip_input import strip_for
 
     small = _package(CONV, 10, 2, 0)
     pkg = package.save(small.card, small.weights, tmp_path / "pkg")
     net = describe(pkg)
     block = block_for(net, 10, 2).size if shared_side else 0
-    result = map_copies(pkg, 4, 1, Settings(data_dir=tmp_path / "data"), shared_side)
+    strip = strip_for(net, 10, strip_copies) if strip_copies else None
+    result = map_copies(pkg, 4, 1, Settings(data_dir=tmp_path / "data"), shared_side, strip_copies)
     assert result["ok"], result
     got = result["sdram"]
     assert got["chip_bytes"] == sdram.CHIP_BYTES
-    planned = sdram.core_bytes(net, block)
+    planned = sdram.core_bytes(net, block, strip)
     assert set(got["max_core_synapse_bytes_by_population"]) == set(planned)
     for name, synapses in got["max_core_synapse_bytes_by_population"].items():
         assert planned[name] - sdram.CORE_OTHER_BYTES == synapses, name
@@ -273,3 +293,26 @@ def test_planner_copies_count_cores_and_sdram(model: str) -> None:
         assert shared["copies"] == 5 and "SDRAM" in shared["limited_by"], shared
     else:
         assert shared["copies"] == by_cores + 1 and shared["limited_by"].startswith("cores"), shared
+
+
+def test_strip_maps_with_live_injectors_and_16_bit_keys(tmp_path: Path) -> None:
+    """The strip's input as sPyNNaker SpikeInjector populations (live injection) maps on a virtual board:
+    one core per piece (LiveEventConnection sends a label's events to its first core only) and each core's
+    key prefix the upper half-word over a routing key whose low 16 bits are free, so 16-bit atom ids are
+    what the connection would send. A small network: seconds."""
+    from models import package
+    from tests.models.test_pynn_net import CONV, _package
+    from workers.spinnaker.workspace import Workspace
+
+    small = _package(CONV, 10, 2, 0)
+    pkg = package.save(small.card, small.weights, tmp_path / "pkg")
+    result = Workspace(tmp_path / "spinnaker").run_child(
+        "workers.spinnaker.mapping",
+        ["--model", str(pkg.path), "--copies", "4", "--strip", "3", "--live"],
+        timeout_s=600,
+    )
+    assert result["ok"], result
+    live = result["live_input"]
+    assert live["populations"] == 2 * 4 and live["one_core_each"], live  # two strips of (3 + 1) pieces
+    assert live["keys_16_bit_with_prefix"] and live["cores"][0]["prefix_type"] == "UPPER_HALF_WORD"
+    assert live["unread_populations"] == 2  # the short strip (one copy) reads 2 of its 4 pieces; no key

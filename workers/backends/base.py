@@ -44,6 +44,11 @@ class Backend(ABC):
         """Estimated energy per chip in joules, or None when the backend cannot estimate it."""
         return None
 
+    def batch_size_for(self, default: int, chips_per_row: int) -> int:
+        """Chips per batch for a scene ``chips_per_row`` wide: ``default`` unless the backend shares input
+        between neighbouring chips and needs whole chip rows together (strips)."""
+        return default
+
     @abstractmethod
     def infer(self, pixels: np.ndarray, valid: np.ndarray) -> BatchResult:
         """Scores and spike counts for a batch of chips."""

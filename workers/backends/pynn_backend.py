@@ -24,6 +24,7 @@ from spikescan.errors import BackendUnavailable
 from workers.backends.base import Backend, BatchResult
 from workers.backends.pynn_build import Connect, TiledNetwork, build, pynn_connect, run_patches
 from workers.spinnaker.shared_input import block_for
+from workers.spinnaker.strip_input import strip_for
 
 
 @contextlib.contextmanager
@@ -65,13 +66,17 @@ class PyNNBackend(Backend):
         copies: int = 1,
         weights: dict[str, np.ndarray] | None = None,
         shared_side: int = 0,
+        strip_copies: int = 0,
     ) -> None:
         """``shared_side`` > 1: blocks of ``shared_side``² copies share one input population
-        (``workers/spinnaker/shared_input.py``); a batch in block order sends each pixel once per block."""
+        (``workers/spinnaker/shared_input.py``); a batch in block order sends each pixel once per block.
+        ``strip_copies`` > 0: strips of that many copies sweep the scene, one input band per step
+        (``workers/spinnaker/strip_input.py``); a batch in strip order sends each pixel once."""
         super().__init__(package)
         self.sim = self._setup_simulator()
         self.net = describe(package, weights)
         block = block_for(self.net, package.card.patch_size, shared_side) if shared_side > 1 else None
+        strip = strip_for(self.net, package.card.patch_size, strip_copies) if strip_copies > 0 else None
         with quiet_pynn():
             self.tiled: TiledNetwork = build(
                 self.sim,
@@ -81,6 +86,7 @@ class PyNNBackend(Backend):
                 connect=self.connect,
                 exact_weight_bounds=self.exact_weight_bounds,
                 shared_block=block,
+                strip=strip,
             )
         self._copies = copies
         self._layers = [p.name for p in self.net.populations if not p.is_source]
@@ -94,6 +100,16 @@ class PyNNBackend(Backend):
     @property
     def copies(self) -> int:
         return self._copies
+
+    def batch_size_for(self, default: int, chips_per_row: int) -> int:
+        """With strips, whole bands of ``strip.copies`` chip rows per batch (the nearest multiple of one to
+        ``default``, at least one): the batch path finds the columns of neighbouring chips in a batch by
+        content, and a batch that cuts a band of rows short leaves the strip's lower copies idle."""
+        strip = self.tiled.strip
+        if strip is None:
+            return default
+        band = strip.copies * max(1, chips_per_row)
+        return band * max(1, round(default / band))
 
     def layer_spikes(self, pixels: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The input's and every layer's spikes, [N, size] per population name (for the cross-check); the

@@ -28,7 +28,9 @@ from models.pynn_net import (
     input_populations,
     max_summed_weights,
 )
+from workers.spinnaker import strip_input
 from workers.spinnaker.shared_input import Block, pack
+from workers.spinnaker.strip_input import Strip
 
 # Far below one timestep: the membrane forgets sub-threshold input before the next step.
 TAU_M_MS = 0.01
@@ -61,6 +63,7 @@ class TiledNetwork:
     projections: list[list[Any]]
     t0: float = 0.0  # first input timestep of the current batch
     shared_block: Block | None = None  # when blocks of neighbouring copies share one input population
+    strip: Strip | None = None  # when strips of copies sweep the scene sharing one input band each
     # [copies, slots]: the batch's patch that copy k computes in time slot s (-1: none)
     placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
@@ -84,6 +87,8 @@ def build(
     connect: Connect = pynn_connect,
     exact_weight_bounds: bool = False,
     shared_block: Block | None = None,
+    strip: Strip | None = None,
+    live_input: bool = False,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -94,15 +99,26 @@ def build(
     coarse for first layers with many sources (half of one layer's weights off by a step).
     ``shared_block``: one input population per block of neighbouring copies instead of one per copy; each
     copy's first layer reads its window of it (``run_patches`` packs batches onto the blocks).
+    ``strip``: one input population per strip of copies, one column band of the scene per slot, each copy's
+    first layer reading its patch's bands through synaptic delays (``workers/spinnaker/strip_input.py``).
+    ``live_input``: the strips' input as sPyNNaker ``SpikeInjector`` populations (mapping only; the batch
+    path cannot feed them).
     """
+    if shared_block is not None and strip is not None:
+        raise ValueError("a build shares input by blocks or by strips, not both")
     pops: dict[str, list[Any]] = {}
     per_core = {
         p.name: atoms_per_core(net, p.name, NEURONS_PER_CORE) for p in net.populations if not p.is_source
     }
     if shared_block is not None:
         _shared_sources(sim, net, copies, shared_block, pops)
+    if strip is not None:
+        _strip_sources(sim, copies, strip, pops, live_input)
+        per_core.update({
+            name: strip_input.atoms_per_core(net, strip, name, per_core[name]) for name in _input_posts(net)
+        })
     for spec in net.populations:
-        if shared_block is not None and spec.is_source and spec.name != CLOCK:
+        if (shared_block is not None or strip is not None) and spec.is_source and spec.name != CLOCK:
             continue  # the blocks' shared populations stand in for every copy's own input
         if spec.name == CLOCK:
             pops[CLOCK] = [sim.Population(1, sim.SpikeSourceArray(spike_times=[]), label=CLOCK)]
@@ -131,17 +147,79 @@ def build(
                 pop.record("spikes")
             pops[spec.name].append(pop)
     shared = (
-        {} if shared_block is None
-        else _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+        _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
+        if shared_block is not None
+        else _project_strip(sim, net, copies, pops, negative_inhibitory, connect, strip)
+        if strip is not None
+        else {}
     )
     projections = [
         shared[i] if i in shared else _project(sim, net, proj, copies, pops, negative_inhibitory, connect)
         for i, proj in enumerate(net.projections)
     ]
-    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block)
+    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block, strip=strip)
 
 
 SHARED_INPUT = "input.shared"
+STRIP_INPUT = "input.strip"
+
+
+def _input_posts(net: NetworkDescription) -> list[str]:
+    chunks = {p.name for p in input_populations(net)}
+    return sorted({p.post for p in net.projections if p.pre in chunks})
+
+
+def _strip_sources(sim: ModuleType, copies: int, strip: Strip, pops: dict[str, list[Any]],
+                   live: bool = False) -> None:
+    """Per strip of copies, one spike-source population per piece (``Strip.pieces``), each split into
+    input-sized cores like a copy's own; ``pops[STRIP_INPUT][b * strip.pieces + p]``. ``live``
+    (sPyNNaker only, mapping studies): sPyNNaker's ``SpikeInjector`` instead, left whole, because its live
+    connection sends every event of a population to the population's first core."""
+    pops[STRIP_INPUT] = []
+    for b in range(strip_input.strips_for(copies, strip)):
+        for p in range(strip.pieces):
+            label = f"{STRIP_INPUT}#{b}.{p}"
+            if live:
+                pop = sim.Population(strip.piece_size, sim.external_devices.SpikeInjector(), label=label)
+            else:
+                pop = sim.Population(strip.piece_size, sim.SpikeSourceArray(spike_times=[]), label=label)
+                if hasattr(pop, "set_max_atoms_per_core"):  # sPyNNaker only
+                    pop.set_max_atoms_per_core(INPUT_ATOMS_PER_CORE)
+            pops[STRIP_INPUT].append(pop)
+
+
+def _project_strip(sim: ModuleType, net: NetworkDescription, copies: int, pops: dict[str, list[Any]],
+                   negative_inhibitory: bool, connect: Connect, strip: Strip) -> dict[int, list[Any]]:
+    """The input projections when strips share input: per copy, post layer and receptor ONE projection from
+    each piece of the strip its patch covers (as with blocks, one per input chunk would multiply first-layer
+    cores' matrices), the copy's own rows re-indexed into the strip's band with the delay that brings each
+    band to the patch's step. Returns, per description projection index, per copy the list of
+    (piece, projection) it went into."""
+    chunks = {p.name for p in input_populations(net)}
+    out: dict[int, list[Any]] = {}
+    for post in _input_posts(net):
+        for excitatory in (True, False):
+            members = [
+                i for i, p in enumerate(net.projections)
+                if p.pre in chunks and p.post == post and p.excitatory == excitatory
+            ]
+            if not members:
+                continue
+            rows = strip_input.input_rows(net, post, excitatory)
+            if not excitatory and negative_inhibitory:
+                rows[:, 2] = -rows[:, 2]
+            receptor = "excitatory" if excitatory else "inhibitory"
+            per_copy = []
+            for k in range(copies):
+                parts = strip_input.by_piece(strip, strip_input.strip_rows(strip, rows, k % strip.copies))
+                first = (k // strip.copies) * strip.pieces
+                per_copy.append([
+                    (p, connect(sim, pops[STRIP_INPUT][first + p], pops[post][k], table, receptor))
+                    for p, table in parts.items()
+                ])
+            for i in members:
+                out[i] = per_copy
+    return out
 
 
 def _project(sim: ModuleType, net: NetworkDescription, proj: Any, copies: int, pops: dict[str, list[Any]],
@@ -240,13 +318,51 @@ def shared_schedule(
     return times, clock, packing.slots
 
 
+def strip_schedule(
+    tiled: TiledNetwork, spikes: np.ndarray
+) -> tuple[list[list[list[float]]], list[float], int]:
+    """Per strip, spike times per strip input neuron (its pieces' neurons in order; one column band per
+    slot, ``strip_input.sweep``); the clock's times; the number of slots. The batch's chips are put into
+    columns by content (``strip_input.find_columns``: any order, a chip grid's row order included), and the
+    columns are split into consecutive runs, one per strip in proportion to its copies, so each strip sweeps
+    neighbouring columns. Sets ``tiled.placement``."""
+    strip = tiled.strip
+    assert strip is not None
+    n_strips = len(tiled.populations[STRIP_INPUT]) // strip.pieces
+    heights = [min(strip.copies, tiled.copies - b * strip.copies) for b in range(n_strips)]
+    columns = strip_input.find_columns(strip, spikes)
+    sweeps, start = [], 0
+    for height in heights:  # consecutive columns per strip, in proportion to its copies
+        take = -(-len(columns) * height // tiled.copies)
+        run = strip_input.split_columns(columns[start : start + take], height)
+        sweeps.append(strip_input.sweep(strip, spikes, height, run))
+        start += take
+    slots = max(s.slots for s in sweeps)
+    times: list[list[list[float]]] = [[[] for _ in range(strip.size)] for _ in range(n_strips)]
+    tiled.placement = np.full((tiled.copies, slots), -1, np.int64)
+    for b, swept in enumerate(sweeps):
+        for slot, neurons in enumerate(swept.frames):
+            for j in neurons:
+                times[b][j].append(tiled.t0 + slot)
+        first = b * strip.copies
+        tiled.placement[first : first + heights[b], : swept.slots] = swept.placement[: heights[b]]
+    clock = [tiled.t0 + s for s in range(slots + tiled.net.latency_steps - 1)]
+    return times, clock, slots
+
+
 def run_patches(tiled: TiledNetwork, spikes: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
     """Run ``spikes`` [N, input size] through the copies; each listed layer's spikes as [N, layer size]."""
     sim = tiled.sim
     # Batches follow each other in simulated time (NEST cannot reset). NEST drops spike-generator times less
     # than about two steps after the current time (seen: now + 2 lost its first slot), so start 3 steps on.
     tiled.t0 = float(np.ceil(sim.get_current_time())) + 3.0
-    if tiled.shared_block is None:
+    if tiled.strip is not None:
+        strip_times, clock, slots = strip_schedule(tiled, spikes)
+        size = tiled.strip.piece_size
+        for i, pop in enumerate(tiled.populations[STRIP_INPUT]):
+            b, p = divmod(i, tiled.strip.pieces)
+            _set_spike_times(sim, pop, strip_times[b][p * size : (p + 1) * size])
+    elif tiled.shared_block is None:
         times, clock, slots = input_schedule(tiled, spikes)
         for chunk in input_populations(tiled.net):
             for k, pop in enumerate(tiled.populations[chunk.name]):
@@ -273,8 +389,16 @@ def _set_spike_times(sim: ModuleType, pop: Any, times: list[list[float]]) -> Non
     if hasattr(sim, "Sequence"):
         pop.set(spike_times=[sim.Sequence(t) for t in times])
         return
-    pop.set(spike_times=times)
     vertex = getattr(pop, "_vertex", None)  # works for a source the toolchain splits into several cores too
+    if not any(len(t) for t in times):
+        # A source with no spike in the whole batch (a strip piece under a short column, a copy without a
+        # patch): 7.4.1's density check takes the most common time of a per-neuron list and raises
+        # IndexError when there is none. The empty flat list is its own "no spikes" form, as at build time.
+        pop.set(spike_times=[])
+        if vertex is not None:
+            vertex.send_buffer_times = np.zeros(0, np.int64)
+        return
+    pop.set(spike_times=times)
     buffered = getattr(vertex, "send_buffer_times", None)
     if isinstance(buffered, list):
         fixed = np.empty(len(buffered), dtype=object)

@@ -27,6 +27,7 @@ class Framing:
     name: str
     key_bytes: int
     extra_header_bytes: int  # prefix and/or payload base
+    wrapper_bytes: int = 0  # an SDP header around the EIEIO message (live injection), per message
 
     @property
     def keys_per_message(self) -> int:
@@ -34,11 +35,15 @@ class Framing:
 
     @property
     def bytes_per_spike(self) -> float:
-        return (MESSAGE_MAX_BYTES + WIRE_OVERHEAD_BYTES) / self.keys_per_message
+        return (MESSAGE_MAX_BYTES + self.wrapper_bytes + WIRE_OVERHEAD_BYTES) / self.keys_per_message
 
 
 KEYS_16_PREFIX = Framing("16-bit keys + 16-bit prefix (live injection)", 2, 2)
 KEYS_32 = Framing("32-bit keys (live injection)", 4, 0)
+# What sPyNNaker 7.4.1's LiveEventConnection.send_events sends by default (spinn_front_end_common/utilities/
+# connections/live_event_connection.py): KEY_16_BIT messages of 127 atom ids (the injector core ORs in its
+# key prefix), each inside an SDP packet (8-byte header + 2 bytes of padding) to the injector's core.
+LIVE_16 = Framing("16-bit atom ids in SDP (sPyNNaker LiveEventConnection, live injection)", 2, 0, 10)
 KEYS_32_TIMESTAMP = Framing("32-bit keys + timestamp (preloaded spike arrays, what the backend sends)", 4, 4)
 
 

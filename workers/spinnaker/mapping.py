@@ -117,15 +117,17 @@ def classify(exc: BaseException) -> str:
 
 
 def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None,
-        shared_side: int = 0) -> dict[str, Any]:
+        shared_side: int = 0, strip_copies: int = 0, live: bool = False) -> dict[str, Any]:
     from models import package
     from models.pynn_net import describe
     from workers.backends.pynn_build import build
     from workers.spinnaker.shared_input import block_for
+    from workers.spinnaker.strip_input import strip_for
 
     pkg = package.load(model)
     net = describe(pkg)
     block = block_for(net, pkg.card.patch_size, shared_side) if shared_side > 1 else None
+    strip = strip_for(net, pkg.card.patch_size, strip_copies) if strip_copies > 0 else None
     sim = _simulator()
     started = time.perf_counter()
     sim.setup(timestep=1.0, n_boards_required=boards)
@@ -138,6 +140,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             record_all=mode == "inject",
             exact_weight_bounds=True,
             shared_block=block,
+            strip=strip,
+            live_input=live,
         )
         injected: dict[str, Any] = {}
         if mode == "map":
@@ -146,6 +150,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             injected = inject(pkg, tiled, patches=2 * copies + 1)
             if block is not None:
                 injected["connectivity"] = shared_connectivity(tiled)
+            if strip is not None:
+                injected["connectivity"] = strip_connectivity(tiled)
         else:
             sim.run(10.0)
         per_pop, system = placements_by_population()
@@ -154,6 +160,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "copies": copies,
             "boards": boards,
             "shared_block_side": shared_side,
+            "strip_copies": strip_copies,
             "cores_by_population": per_pop,
             "application_cores": sum(per_pop.values()),
             "system_cores": system,
@@ -162,6 +169,8 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "seconds": round(time.perf_counter() - started, 2),
         }
         result.update(injected)
+        if live:
+            result["live_input"] = live_keys()
         if mode == "weights" and weights_out:
             save_weights(tiled, weights_out)
             result["weights_file"] = weights_out
@@ -188,10 +197,12 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
     neighbouring chips in block order (``samples.block_patches``), as the chip grid hands them."""
     from models.pynn_net import INPUT, input_spikes
     from workers.backends.pynn_build import run_patches
-    from workers.samples import block_patches, default_scene, real_patches
+    from workers.samples import block_patches, default_scene, real_patches, strip_patches
 
     block = tiled.shared_block
-    if block is None:
+    if tiled.strip is not None:
+        pixels, valid = strip_patches(pkg, default_scene(pkg), tiled.strip.copies, patches)
+    elif block is None:
         pixels, valid = real_patches(pkg, default_scene(pkg), patches)
     else:
         pixels, valid = block_patches(pkg, default_scene(pkg), -(-patches // block.copies), block.side)
@@ -210,6 +221,51 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
         "time_slots": int(tiled.placement.shape[1]),
         "output_shapes": {k: list(v.shape) for k, v in out.items()},
         "spikes_returned": int(sum(v.sum() for v in out.values())),
+    }
+
+
+def live_keys() -> dict[str, Any]:
+    """How sPyNNaker would take live input into the strip's ``SpikeInjector`` populations, read from the
+    mapped graph: cores per population (its ``LiveEventConnection.send_events`` sends every event of a label
+    to the label's first placement, so more than one would lose spikes), and per core the routing key and
+    mask and the key prefix the core is configured with (``update_virtual_key``, what it writes to its
+    configuration region). 16-bit atom ids work when the prefix is the upper half-word (the key itself) and
+    the atom ids fit both 16 bits and the bits the key's mask leaves free."""
+    from spinn_front_end_common.data import FecDataView
+    from spinnman.messages.eieio import EIEIOPrefix
+
+    per_pop: collections.Counter[str] = collections.Counter()
+    cores, sixteen, unread = [], True, 0
+    for placement in FecDataView.iterate_placemements():
+        vertex = placement.vertex
+        app = getattr(vertex, "app_vertex", None)
+        if type(app).__name__ != "SpikeInjectorVertex":
+            continue
+        per_pop[str(app.label)] += 1
+        vertex.update_virtual_key()
+        key, mask, prefix = vertex._virtual_key, vertex._mask, vertex._prefix  # what the core is given
+        n = vertex.vertex_slice.n_atoms
+        if key is None:  # no copy reads this piece (a short strip's last): no key, nothing to send it
+            unread += 1
+            continue
+        # The core ORs a 16-bit atom id into an upper-half-word prefix (SpiNNFrontEndCommon's
+        # reverse_iptag_multicast_source.c): exact when the ids fit 16 bits and the key's free bits.
+        free = ~mask & 0xFFFFFFFF if mask is not None else 0
+        fits = (vertex._prefix_type == EIEIOPrefix.UPPER_HALF_WORD and prefix == key
+                and n <= 1 << 16 and key & free == 0 and n <= free + 1)
+        sixteen &= bool(fits)
+        cores.append({"label": str(app.label), "atoms": int(n), "key": key, "mask": mask, "prefix": prefix,
+                      "prefix_type": getattr(vertex._prefix_type, "name", None),
+                      "sdram_bytes": int(vertex.sdram_required.get_total_sdram(
+                          FecDataView.get_plan_n_timestep()))})
+    return {
+        "populations": len(per_pop),
+        "max_cores_per_population": max(per_pop.values(), default=0),
+        "one_core_each": all(v == 1 for v in per_pop.values()),
+        "unread_populations": unread,
+        "keys_16_bit_with_prefix": bool(sixteen and cores),
+        "cores": cores[:3],  # a sample; every core was checked above
+        "max_atoms_per_core": max((c["atoms"] for c in cores), default=0),
     }
 
 
@@ -243,6 +299,35 @@ def shared_connectivity(tiled: Any) -> dict[str, Any]:
     return {"synapses_checked": checked, "equal": bool(equal)}
 
 
+def strip_connectivity(tiled: Any) -> dict[str, Any]:
+    """Every copy's input synapses as sPyNNaker built them (read back after the virtual run, delays
+    included): are they the strip's re-indexing of the copy's own rows, synapse, weight and delay?"""
+    from models.pynn_net import input_populations
+    from workers.spinnaker.strip_input import input_rows, strip_rows
+
+    strip, net = tiled.strip, tiled.net
+    chunks = {p.name for p in input_populations(net)}
+    checked, equal = 0, True
+    for k in range(tiled.copies):
+        seen: set[int] = set()
+        for i, spec in enumerate(net.projections):
+            parts = tiled.projections[i][k]
+            if spec.pre not in chunks or id(parts) in seen:
+                continue
+            seen.add(id(parts))
+            got = np.concatenate([  # back from each piece's indices to the strip's
+                np.array(proj.get(["weight", "delay"], format="list", with_address=True), dtype=np.float64)
+                + [p * strip.piece_size, 0, 0, 0]
+                for p, proj in parts
+            ])
+            want = strip_rows(strip, input_rows(net, spec.post, spec.excitatory), k % strip.copies)
+            order_got = np.lexsort((got[:, 3], got[:, 1], got[:, 0]))
+            order_want = np.lexsort((want[:, 3], want[:, 1], want[:, 0]))
+            equal &= got.shape == want.shape and bool(np.array_equal(got[order_got], want[order_want]))
+            checked += len(got)
+    return {"synapses_checked": checked, "equal": bool(equal)}
+
+
 def save_weights(tiled: Any, path: str) -> None:
     """Copy 0's weights as sPyNNaker built them for the board: ``p<i>`` = [n, 3] (pre, post, weight) for the
     description's projection i."""
@@ -261,9 +346,12 @@ def main() -> None:
     parser.add_argument("--mode", choices=["map", "weights", "inject"], default="map")
     parser.add_argument("--weights-out", default=None, help="npz for the board's weights (--mode weights)")
     parser.add_argument("--shared-block", type=int, default=0, help="copies per side sharing one input")
+    parser.add_argument("--strip", type=int, default=0, help="copies per strip sweeping one input band")
+    parser.add_argument("--live", action="store_true", help="strip input as SpikeInjector populations")
     args = parser.parse_args()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out, args.shared_block)
+        result = run(args.model, args.copies, args.boards, args.mode, args.weights_out, args.shared_block,
+                     args.strip, args.live)
     print(json.dumps(result))
 
 

@@ -39,8 +39,8 @@ from models.pynn_net import NetworkDescription, atoms_per_core, describe, input_
 from spikescan.config import Settings, get_settings
 from spikescan.errors import InvalidInput
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
-from workers.samples import block_patches, default_scene, real_patches
-from workers.spinnaker import energy, link, sdram, shared_input
+from workers.samples import block_patches, default_scene, real_patches, strip_patches
+from workers.spinnaker import energy, link, sdram, shared_input, strip_input
 from workers.spinnaker.cores import APP_CORES_PER_BOARD, copies_that_fit
 from workers.spinnaker.load import Load, measure
 from workers.spinnaker.workspace import Workspace
@@ -101,6 +101,10 @@ class Plan:
     estimates: str = "throughput and energy are estimates from the sampled patches, not board measurements"
     energy_note: str = energy.NOTE
     shared_input: dict[str, Any] | None = field(default=None)
+    # Which input layout the figures above are for (the best projection), and every layout's own figures
+    layout: str = "per-copy input"
+    layouts: dict[str, Any] | None = field(default=None)
+    strip_input: dict[str, Any] | None = field(default=None)
     mapping: dict[str, Any] | None = field(default=None)
     board_weights: dict[str, Any] | None = field(default=None)
 
@@ -142,6 +146,36 @@ def fit_shared_copies(net: NetworkDescription, patch_size: int, boards: int, sid
     copies = sdram.most_copies(sdram.Layout.of(net, block.copies, block.size), by_cores, boards)
     if copies == 0:
         raise InvalidInput(f"{net.name}: no copy of the shared input layout fits on {boards} board(s)")
+    return copies
+
+
+@dataclass(frozen=True)
+class BuildLayout:
+    """What the spinnaker backend builds: copies and how they share input (0: not that way)."""
+
+    name: str
+    copies: int
+    shared_side: int = 0
+    strip_copies: int = 0
+
+
+def build_layout(result: Plan) -> BuildLayout:
+    """The plan's headline layout as the backend builds it, so the figures ``plan`` reports are for the
+    network the board runs."""
+    if result.strip_input is not None and result.layout == f"strips of {result.strip_input['strip_copies']}":
+        return BuildLayout(result.layout, result.copies, strip_copies=int(result.strip_input["strip_copies"]))
+    if result.layout == "2x2 blocks":
+        return BuildLayout(result.layout, result.copies, shared_side=SHARED_SIDE)
+    return BuildLayout(result.layout, result.copies)
+
+
+def fit_strip_copies(net: NetworkDescription, patch_size: int, boards: int, strip_copies: int) -> int:
+    """Copies of the strip layout (strips of ``strip_copies``) that place, cores and SDRAM counted."""
+    strip = strip_input.strip_for(net, patch_size, strip_copies)
+    per_pop = cores_by_population(net)
+    copies = int(strip_fit(net, strip, boards, sum(per_pop.values()) - per_pop["input"])["copies"])
+    if copies == 0:
+        raise InvalidInput(f"{net.name}: no copy of the strip layout fits on {boards} board(s)")
     return copies
 
 
@@ -193,7 +227,8 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
     km2 = energy.km2_per_patch(pkg.card.patch_size, pkg.card.gsd_m)
     per_patch = energy.joules_per_patch(boards, copies * per_copy + 1, rate, load.spikes_per_patch)
     shared = shared_plan(pkg, net, boards, per_copy, per_pop, load, in_bytes, out_bytes, km2)
-    return Plan(
+    strip = strip_plan(pkg, net, boards, per_copy, per_pop, load, in_bytes, out_bytes, km2)
+    result = Plan(
         model=pkg.name,
         model_id=pkg.id,
         boards=boards,
@@ -239,7 +274,61 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
         energy_per_patch_j=per_patch,
         energy_per_km2_j=per_patch / km2,
         shared_input=shared,
+        strip_input=strip,
     )
+    return select_layout(result)
+
+
+# The plan's headline fields a layout replaces when it is the one selected
+LAYOUT_FIELDS = (
+    "copies", "copies_per_board", "copies_by_cores", "copies_by_sdram", "limited_by", "sdram_bytes_per_copy",
+    "sdram_bytes_by_core", "input_spikes_per_patch", "input_bytes_per_patch", "host_link_bytes_per_km2",
+    "step_patches_per_s", "compute_patches_per_s", "host_link_patches_per_s", "projected_patches_per_s",
+    "bottleneck", "energy_per_patch_j", "energy_per_km2_j",
+)
+
+
+def select_layout(result: Plan) -> Plan:
+    """The headline figures become those of the input layout that projects the most patches per second
+    (fewer host-link bytes per km² on a tie): per-copy input, 2 x 2 blocks or strips. Every layout's own
+    figures stay under ``layouts``; the per-copy ones are what a build without sharing gets."""
+    own = {f: getattr(result, f) for f in LAYOUT_FIELDS}
+    options = {"per-copy input": own}
+    if result.shared_input:
+        options["2x2 blocks"] = result.shared_input
+    if result.strip_input:
+        options[f"strips of {result.strip_input['strip_copies']}"] = result.strip_input
+    name = max(options, key=lambda k: (options[k]["projected_patches_per_s"],
+                                        -options[k]["host_link_bytes_per_km2"]))
+    result.layout = name
+    result.layouts = {k: {f: v.get(f) for f in LAYOUT_FIELDS} for k, v in options.items()}
+    for f in LAYOUT_FIELDS:
+        setattr(result, f, options[name][f])
+    return result
+
+
+def shared_figures(load: Load, in_bytes: float, out_bytes: float, km2: float, boards: int, copies: int,
+                   cores: int, share: float) -> dict[str, Any]:
+    """Bounds, projection and energy of a layout whose input sends ``share`` of the unshared spikes (2 x 2
+    blocks, strips): the per-copy plan's rules on the same sample (``in_bytes``: unshared input bytes per
+    patch)."""
+    step_rate = copies / TIMESTEP_S
+    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
+    rate, bottleneck = _bound(step_rate, compute, link_rate)
+    per_patch = energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch)
+    return {
+        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
+        "input_bytes_per_patch": round(in_bytes * share, 1),
+        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
+        "step_patches_per_s": round(step_rate, 1),
+        "compute_patches_per_s": round(compute, 1),
+        "host_link_patches_per_s": round(link_rate, 1),
+        "projected_patches_per_s": round(rate, 1),
+        "bottleneck": bottleneck,
+        "energy_per_patch_j": per_patch,
+        "energy_per_km2_j": per_patch / km2,
+    }
 
 
 def shared_sample(pkg: ModelPackage, net: NetworkDescription, block: shared_input.Block,
@@ -277,10 +366,6 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
     cores = shared_input.cores(copies, without_input, block, INPUT_ATOMS_PER_CORE)
     measured = shared_sample(pkg, net, block)
     share = measured["shared"] / max(measured["unshared"], 1e-9)
-    step_rate = copies / TIMESTEP_S
-    compute = step_rate / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
-    link_rate = link.LINK_BYTES_PER_S / max(in_bytes * share, out_bytes, 1.0)
-    rate, bottleneck = _bound(step_rate, compute, link_rate)
     return {
         "status": "built, mapped by sPyNNaker on the virtual board (plan --map) and injected by the batch "
         "path (PyNN backends' shared_side; the pipeline does not yet hand chips in block order)",
@@ -299,15 +384,113 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
             "input_spikes_per_patch_shared": round(measured["shared"], 1),
             "share": round(share, 4),
         },
-        "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
-        "input_bytes_per_patch": round(in_bytes * share, 1),
-        "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
-        "step_patches_per_s": round(step_rate, 1),
-        "compute_patches_per_s": round(compute, 1),
-        "host_link_patches_per_s": round(link_rate, 1),
-        "projected_patches_per_s": round(rate, 1),
-        "bottleneck": bottleneck,
-        "energy_per_km2_j": energy.joules_per_patch(boards, cores, rate, load.spikes_per_patch) / km2,
+        **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
+    }
+
+
+def strip_fit(net: NetworkDescription, strip: strip_input.Strip, boards: int, without_input: int
+              ) -> dict[str, Any]:
+    """``sdram_fit`` for strips of ``strip.copies`` copies (first-layer cores split as the build does)."""
+    layout = sdram.Layout.of(net, strip=strip)
+    neuron_cores = sum(cores for _, cores, _ in layout.populations)
+    app = APP_CORES_PER_BOARD * boards
+    return sdram_fit(layout, strip_input.fit(app, neuron_cores, strip, INPUT_ATOMS_PER_CORE), boards)
+
+
+def strip_height(net: NetworkDescription, patch_size: int, boards: int, without_input: int,
+                 per_copy_rate: float, input_bytes: float, output_bytes: float) -> int:
+    """Copies per strip: the height that projects the most patches per second. Taller strips share more
+    ((n + 1) / (4 n) of a patch's pixels per patch, the geometry's share; the measured one is close), but a
+    bigger strip population makes every first-layer core's matrices bigger, so fewer copies may place.
+    ``per_copy_rate``: a copy's patches/s under the step and compute bounds. Ties go to the taller strip."""
+    best, best_rate = 1, -1.0
+    for n in range(1, APP_CORES_PER_BOARD * boards // max(without_input, 1) + 1):
+        strip = strip_input.strip_for(net, patch_size, n)
+        placed = strip_fit(net, strip, boards, without_input)["copies"]
+        if placed < n:
+            break  # not even one full strip places; taller ones will not either
+        share = strip_input.share_of_patch(strip)
+        link_rate = link.LINK_BYTES_PER_S / max(input_bytes * share, output_bytes, 1.0)
+        rate = min(placed * per_copy_rate, link_rate)
+        if rate >= best_rate:
+            best, best_rate = n, rate
+    return best
+
+
+def strip_sample(pkg: ModelPackage, net: NetworkDescription, strip: strip_input.Strip,
+                 patches: int = SAMPLE_PATCHES) -> dict[str, float]:
+    """Input spikes per patch with and without the strip, MEASURED on the same real patches: the held-out
+    scene's chips in strip order (``samples.strip_patches``, whole strips, so a small scene gives fewer
+    than ``patches``), swept as the batch path sweeps them (``strip_input.sweep``), warm-up bands included."""
+    pixels, valid = strip_patches(pkg, default_scene(pkg), strip.copies, patches)
+    spikes = input_spikes(net, pixels, pkg.card.encoding, valid)
+    swept = strip_input.sweep(strip, spikes)
+    return {
+        "patches": len(pixels),
+        "time_slots": swept.slots,
+        "unshared": float(spikes.sum()) / len(pixels),
+        "shared": swept.spikes_sent / len(pixels),
+    }
+
+
+def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy: int,
+               per_pop: dict[str, int], load: Load, in_bytes: float, out_bytes: float, km2: float
+               ) -> dict[str, Any]:
+    """Input shared across blocks (``strip_input.py``): strips of copies sweep the scene one column band per
+    step, so each pixel crosses the host link once (plus a warm-up band per sweep). The share is MEASURED
+    (``strip_sample``) and applied to the plan's own sample like the blocks'; ``input_share_per_copy`` is the
+    geometry's on an endless sweep and ``input_share_limit`` every pixel exactly once."""
+    without_input = per_copy - per_pop["input"]
+    per_copy_rate = 1 / TIMESTEP_S / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    n = strip_height(net, pkg.card.patch_size, boards, without_input, per_copy_rate, in_bytes, out_bytes)
+    strip = strip_input.strip_for(net, pkg.card.patch_size, n)
+    fitted = strip_fit(net, strip, boards, without_input)
+    copies = fitted["copies"]
+    layout = sdram.Layout.of(net, strip=strip)
+    cores = strip_input.cores(copies, sum(c for _, c, _ in layout.populations), strip, INPUT_ATOMS_PER_CORE)
+    measured = strip_sample(pkg, net, strip)
+    share = measured["shared"] / max(measured["unshared"], 1e-9)
+    return {
+        "status": "built and run exactly on NEST (tests/workers/test_strip_input.py); mapped by sPyNNaker on "
+        "the virtual board (plan --map) and injected by the batch path; the spinnaker backend builds it when "
+        "it is the plan's layout and the pipeline hands it whole bands of chip rows",
+        "strip_copies": n,
+        "strip_input_shape": list(strip.shape),
+        "delays_steps": sorted({1 + j for j in range(strip.bands)}),
+        **fitted,
+        "copies_per_board": copies // boards,
+        "application_cores": cores,
+        "first_layer_atoms_per_core": {
+            name: sdram.post_atoms_per_core(net, name, strip) for name in per_pop if name != "input"
+            and sdram.post_atoms_per_core(net, name, strip) != sdram.post_atoms_per_core(net, name)
+        },
+        "input_share_per_copy": round(strip_input.share_of_patch(strip), 4),
+        "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
+        "measured_on_scene_strips": {
+            "patches": measured["patches"],
+            "time_slots": measured["time_slots"],
+            "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
+            "input_spikes_per_patch_shared": round(measured["shared"], 1),
+            "share": round(share, 4),
+        },
+        **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
+        "live_16bit_estimate": live_estimate(load.input_spikes_per_patch * share, out_bytes, km2),
+    }
+
+
+def live_estimate(input_spikes: float, out_bytes: float, km2: float) -> dict[str, Any]:
+    """The same input spikes as sPyNNaker 7.4.1's live injection would send them (16-bit atom ids,
+    ``link.LIVE_16``): fewer bytes, but live spikes are sent as the host gets to them, not at a timestep
+    the host chooses, so the strip's exactness (a band complete within its step) is not guaranteed by
+    software and the plan does not adopt it; an ESTIMATE of what a board could reach."""
+    in_bytes = input_spikes * link.LIVE_16.bytes_per_spike
+    return {
+        "framing": link.LIVE_16.name,
+        "bytes_per_spike": round(link.LIVE_16.bytes_per_spike, 3),
+        "input_bytes_per_patch": round(in_bytes, 1),
+        "host_link_bytes_per_km2": round((in_bytes + out_bytes) / km2, 1),
+        "host_link_patches_per_s": round(link.LINK_BYTES_PER_S / max(in_bytes, out_bytes, 1.0), 1),
+        "adopted": False,
     }
 
 
@@ -339,19 +522,19 @@ def card_estimate(pkg: ModelPackage) -> float | None:
     return energy.joules_per_patch(boards, copies * per_copy + 1, rate, total)
 
 
-def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_side: int = 0
-            ) -> dict[str, Any]:
+def confirm(pkg: ModelPackage, n: int, boards: int, settings: Settings, shared_side: int = 0,
+            strip_copies: int = 0) -> dict[str, Any]:
     """Map ``n`` and ``n + 1`` copies with sPyNNaker (blocks of ``shared_side``² copies sharing one input
     when > 1); if the first fails, step down to what does map."""
-    fits = map_copies(pkg, n, boards, settings, shared_side)
-    over = map_copies(pkg, n + 1, boards, settings, shared_side)
+    fits = map_copies(pkg, n, boards, settings, shared_side, strip_copies)
+    over = map_copies(pkg, n + 1, boards, settings, shared_side, strip_copies)
     placed, seconds = (n if fits["ok"] else 0), fits["seconds"] + over["seconds"]
     low = n
     while not fits["ok"] and low > 1:
         # One fewer at a time: sPyNNaker's answer is near the plan's, and halving once reported 3 trees
         # copies where 5 place.
         low -= 1
-        fits = map_copies(pkg, low, boards, settings, shared_side)
+        fits = map_copies(pkg, low, boards, settings, shared_side, strip_copies)
         seconds += fits["seconds"]
         placed = low if fits["ok"] else 0
     return {
@@ -405,19 +588,19 @@ def card_metrics(pkg: ModelPackage, result: Plan) -> dict[str, Any]:
     }
 
 
-def map_copies(pkg: ModelPackage, copies: int, boards: int, settings: Settings, shared_side: int = 0
-               ) -> dict[str, Any]:
+def map_copies(pkg: ModelPackage, copies: int, boards: int, settings: Settings, shared_side: int = 0,
+               strip_copies: int = 0) -> dict[str, Any]:
     if pkg.path is None:
         raise InvalidInput("mapping needs a model package on disk")
     workspace = Workspace.for_settings(settings)
-    layout = f"-shared{shared_side}" if shared_side > 1 else ""
+    layout = f"-shared{shared_side}" if shared_side > 1 else f"-strip{strip_copies}" if strip_copies else ""
     cache = workspace.root / "cache" / f"{pkg.id.split(':')[-1][:20]}-{copies}x-{boards}b{layout}.json"
     if cache.is_file():
         return json.loads(cache.read_text())  # type: ignore[no-any-return]
     result = workspace.run_child(
         "workers.spinnaker.mapping",
         ["--model", str(pkg.path), "--copies", str(copies), "--boards", str(boards),
-         "--shared-block", str(shared_side)],
+         "--shared-block", str(shared_side), "--strip", str(strip_copies)],
         MAP_TIMEOUT_S,
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -430,12 +613,26 @@ def main(args: argparse.Namespace) -> int:
     pkg = model_package.load(args.model, settings.models_dir)
     result = plan(pkg, args.boards)
     if args.map:
-        result.mapping = confirm(pkg, result.copies, result.boards, settings)
+        # Every layout's own N and N + 1; ``mapping`` is the headline layout's (the one the figures are for).
+        layouts = result.layouts or {}
+        own = layouts.get("per-copy input", {}).get("copies", result.copies)
+        maps = {"per-copy input": confirm(pkg, own, result.boards, settings)}
         if result.shared_input is not None:
             shared = result.shared_input
-            shared["mapping"] = confirm(pkg, shared["copies"], result.boards, settings, SHARED_SIDE)
+            shared["mapping"] = maps["2x2 blocks"] = confirm(pkg, shared["copies"], result.boards, settings,
+                                                             SHARED_SIDE)
             if shared["mapping"]["agrees"]:
                 shared["mapping"]["application_cores_planned"] = shared["application_cores"]
+        if result.strip_input is not None:
+            strip = result.strip_input
+            strip["mapping"] = maps[f"strips of {strip['strip_copies']}"] = confirm(
+                pkg, strip["copies"], result.boards, settings, 0, strip["strip_copies"])
+        for name, mapped in maps.items():
+            if name in layouts:
+                layouts[name]["mapping_agrees"] = mapped["agrees"]
+        if "per-copy input" in layouts:  # the other layouts keep theirs in shared_input / strip_input
+            layouts["per-copy input"]["mapping"] = maps["per-copy input"]
+        result.mapping = maps.get(result.layout, maps["per-copy input"])
     if args.board_weights:
         result.board_weights = board_weight_agreement(pkg, settings)
         if args.write_card:

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.pynn_net import CLOCK, NetworkDescription, atoms_per_core, input_populations
+from models.pynn_net import CLOCK, NetworkDescription, atoms_per_core, input_populations, max_row
 from workers.backends.pynn_build import INPUT_ATOMS_PER_CORE, NEURONS_PER_CORE
+from workers.spinnaker import strip_input
+from workers.spinnaker.strip_input import Strip
 
 # A SpiNN-5 virtual board as sPyNNaker 7.4.1's placer sees it (spinn_machine's virtual_machine(8, 8) with
 # version 5; checked by tests/workers/test_spinnaker_plan.py): 48 chips of 123,469,792 bytes, of which the
@@ -62,16 +64,6 @@ class Incoming:
     max_row: int  # longest row (synapses) of one pre-neuron into one core-sized slice of the post layer
 
 
-def max_row(rows: np.ndarray, post_atoms_per_core: int) -> int:
-    """FromListConnector's row bound: most rows sharing (pre, post // atoms per core)."""
-    if rows.size == 0:
-        return 0
-    key = rows[:, 0].astype(np.int64) * (int(rows[:, 1].max()) // post_atoms_per_core + 1) + (
-        rows[:, 1].astype(np.int64) // post_atoms_per_core
-    )
-    return int(np.unique(key, return_counts=True)[1].max())
-
-
 def matrix_bytes(incoming: list[Incoming]) -> int:
     """Bytes one core reserves for its synaptic matrices (``PopulationVertex.get_synapses_size``)."""
     address = MATRIX_BASE_BYTES
@@ -85,11 +77,23 @@ def matrix_bytes(incoming: list[Incoming]) -> int:
     return address
 
 
-def incoming(net: NetworkDescription, post: str, shared_input_atoms: int = 0) -> list[Incoming]:
+def post_atoms_per_core(net: NetworkDescription, name: str, strip: Strip | None = None) -> int:
+    """Neurons per core of ``name`` as the build splits it (a strip's first layer may take fewer)."""
+    atoms = atoms_per_core(net, name, NEURONS_PER_CORE)
+    chunks = {p.name for p in input_populations(net)}
+    if strip is not None and any(p.pre in chunks and p.post == name for p in net.projections):
+        atoms = strip_input.atoms_per_core(net, strip, name, atoms)
+    return atoms
+
+
+def incoming(net: NetworkDescription, post: str, shared_input_atoms: int = 0, strip: Strip | None = None
+             ) -> list[Incoming]:
     """The projections into ``post`` as the build makes them. With a shared block (``shared_input_atoms`` =
     the block's input size) the input projections of a (post, receptor) are one, from the block's
-    population; re-indexing pre-neurons into the block leaves every row's length as it was."""
-    post_atoms = atoms_per_core(net, post, NEURONS_PER_CORE)
+    population; re-indexing pre-neurons into the block leaves every row's length as it was. With a strip
+    they are one from the strip's population, whose rows hold every patch position a band neuron stands for
+    (``strip_input.strip_rows``)."""
+    post_atoms = post_atoms_per_core(net, post, strip)
     sizes = {p.name: p.size for p in net.populations}
     chunks = {p.name for p in input_populations(net)}
     out: list[Incoming] = []
@@ -97,7 +101,7 @@ def incoming(net: NetworkDescription, post: str, shared_input_atoms: int = 0) ->
     for proj in net.projections:
         if proj.post != post:
             continue
-        if shared_input_atoms and proj.pre in chunks:
+        if (shared_input_atoms or strip is not None) and proj.pre in chunks:
             merged.setdefault(proj.excitatory, []).append(proj.rows)
             continue
         if proj.pre in chunks:
@@ -105,18 +109,26 @@ def incoming(net: NetworkDescription, post: str, shared_input_atoms: int = 0) ->
         elif proj.pre == CLOCK:
             per_core = 1
         else:
-            per_core = atoms_per_core(net, proj.pre, NEURONS_PER_CORE)
+            per_core = post_atoms_per_core(net, proj.pre, strip)
         out.append(Incoming(sizes[proj.pre], per_core, max_row(proj.rows, post_atoms)))
-    for parts in merged.values():  # the block's merged projections come first in the build, as here
-        out.insert(0, Incoming(shared_input_atoms, INPUT_ATOMS_PER_CORE,
-                               max_row(np.concatenate(parts), post_atoms)))
+    for excitatory, parts in merged.items():  # the merged input projections come first in the build
+        if strip is not None:  # one projection per piece the copy's patch covers, in piece order
+            rows = strip_input.strip_rows(strip, strip_input.input_rows(net, post, excitatory))
+            out[0:0] = [
+                Incoming(strip.piece_size, INPUT_ATOMS_PER_CORE, max_row(part, post_atoms))
+                for part in strip_input.by_piece(strip, rows).values()
+            ]
+        else:
+            out.insert(0, Incoming(shared_input_atoms, INPUT_ATOMS_PER_CORE,
+                                   max_row(np.concatenate(parts), post_atoms)))
     return out
 
 
-def core_bytes(net: NetworkDescription, shared_input_atoms: int = 0) -> dict[str, int]:
+def core_bytes(net: NetworkDescription, shared_input_atoms: int = 0, strip: Strip | None = None
+               ) -> dict[str, int]:
     """Bytes of one (the largest) core of each neuron population."""
     return {
-        p.name: matrix_bytes(incoming(net, p.name, shared_input_atoms)) + CORE_OTHER_BYTES
+        p.name: matrix_bytes(incoming(net, p.name, shared_input_atoms, strip)) + CORE_OTHER_BYTES
         for p in net.populations
         if not p.is_source
     }
@@ -132,17 +144,23 @@ class Layout:
     block_input_cores: int = 0
 
     @classmethod
-    def of(cls, net: NetworkDescription, block_copies: int = 0, block_atoms: int = 0) -> Layout:
-        per_core = core_bytes(net, block_atoms if block_copies else 0)
+    def of(cls, net: NetworkDescription, block_copies: int = 0, block_atoms: int = 0,
+           strip: Strip | None = None) -> Layout:
+        """``block_copies`` copies sharing ``block_atoms`` of input (a 2 x 2 block), or a ``strip``."""
+        if strip is not None:
+            block_copies, block_atoms = strip.copies, strip.size
+        per_core = core_bytes(net, block_atoms if block_copies else 0, strip)
+        block_cores = math.ceil(block_atoms / INPUT_ATOMS_PER_CORE) if block_copies else 0
+        if strip is not None:
+            block_cores = strip_input.input_cores(strip, INPUT_ATOMS_PER_CORE)
         pops = []
         for pop in net.populations:
             if pop.is_source:
                 if not block_copies and pop.name != CLOCK:
                     pops.append((pop.name, math.ceil(pop.size / INPUT_ATOMS_PER_CORE), SOURCE_CORE_BYTES))
                 continue
-            cores = math.ceil(pop.size / atoms_per_core(net, pop.name, NEURONS_PER_CORE))
+            cores = math.ceil(pop.size / post_atoms_per_core(net, pop.name, strip))
             pops.append((pop.name, cores, per_core[pop.name]))
-        block_cores = math.ceil(block_atoms / INPUT_ATOMS_PER_CORE) if block_copies else 0
         return cls(pops, block_copies, block_cores)
 
     @property
