@@ -72,29 +72,33 @@ def block_patches(pkg: ModelPackage, scene_path: Path | str, squares: int, side:
     """Up to ``squares`` squares of ``side x side`` neighbouring chips at the half-patch stride (the shared
     input blocks' geometry), each square's chips consecutive in row-major order, as a job in block order
     would hand them to the backend: [squares * side², P, P, B] pixels and validity; squares evenly spread
-    over the scene. A square may start at any chip (a job's squares would not overlap; this gives small
-    scenes more of them); a scene with fewer gives them all (at least one)."""
+    over the scene's squares whose every chip holds data (a job skips chips without any, so a square of
+    empty chips would measure nothing). A square may start at any chip (a job's squares would not overlap;
+    this gives small scenes more of them); a scene with fewer gives them all (at least one)."""
     card = pkg.card
     stride = card.patch_size // 2
     with open_checked(scene_path, card) as scene:
         # The block geometry's stride; any output stride dividing it will do, as only pixels are read here.
         cell = math.gcd(stride, card.output_stride)
         grid = ChipGrid(scene.width, scene.height, card.patch_size, stride, cell)
-        corners = [
-            (r, c) for r in range(grid.rows - side + 1) for c in range(grid.cols - side + 1)
-        ]
-        if not corners:
-            raise InvalidInput(f"{scene_path}: smaller than one square of {side} x {side} chips")
-        squares = min(squares, len(corners))
-        pixels, valid = [], []
-        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for r, c in (corners[i] for i in np.linspace(0, len(corners) - 1, squares).round().astype(int)):
-            for dr in range(side):
-                if r + dr not in cache:
-                    batch = scene.read_chip_row(grid, r + dr)
-                    cache[r + dr] = (np.array(batch.pixels), np.array(batch.valid))
-                pixels.extend(cache[r + dr][0][c : c + side])
-                valid.extend(cache[r + dr][1][c : c + side])
+        # The sample scenes are small: every chip row is read once and kept.
+        rows = []
+        for r in range(grid.rows):
+            batch = scene.read_chip_row(grid, r)
+            rows.append((np.array(batch.pixels), np.array(batch.valid)))
+    has_data = np.array([valid.any(axis=(1, 2)) for _, valid in rows])  # [rows, cols]
+    corners = [
+        (r, c) for r in range(grid.rows - side + 1) for c in range(grid.cols - side + 1)
+        if has_data[r : r + side, c : c + side].all()
+    ]
+    if not corners:
+        raise InvalidInput(f"{scene_path}: no square of {side} x {side} chips that all hold data")
+    squares = min(squares, len(corners))
+    pixels, valid = [], []
+    for r, c in (corners[i] for i in np.linspace(0, len(corners) - 1, squares).round().astype(int)):
+        for dr in range(side):
+            pixels.extend(rows[r + dr][0][c : c + side])
+            valid.extend(rows[r + dr][1][c : c + side])
     return np.stack(pixels), np.stack(valid)
 
 
