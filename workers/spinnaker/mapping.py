@@ -117,7 +117,8 @@ def placement_by_vertex() -> dict[str, Any]:
     for placement in FecDataView.iterate_placemements():
         app = getattr(placement.vertex, "app_vertex", None)
         if app is None or type(app).__module__.startswith("spinn_front_end_common"):
-            system[f"{placement.x},{placement.y}"] += int(placement.vertex.sdram_required.get_total_sdram(steps))
+            need = placement.vertex.sdram_required.get_total_sdram(steps)
+            system[f"{placement.x},{placement.y}"] += int(need)
     return {"vertices": vertices, "system_bytes_by_chip": dict(system)}
 
 
