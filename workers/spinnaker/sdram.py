@@ -10,10 +10,11 @@ heavy ones (trees conv1: ~10-21 MB each, ~5 per chip) and why a shared block's l
 them heavier still. ``matrix_bytes`` is that formula; the rest of a core (neuron parameters, recording,
 provenance, population table, bitfields) is a measured allowance, ``CORE_OTHER_BYTES``.
 
-Placement (``fits``) replays sPyNNaker's application placer in simplified form: cores go onto chips in the
-order the build creates populations (input, clock, then each layer for every copy), chips taken in the
-placer's order (x, then y), first chip with a free core and room in its SDRAM. ``mapping.py`` reports what
-sPyNNaker itself reserved per core and per chip, and the tests compare the two.
+Placement (``fits``, ``place``) replays sPyNNaker's ``ApplicationPlacer`` (``_Placer``): populations in
+the order the build creates them (input, clock, then each layer for every copy), each population's cores
+together on a start chip and its linked neighbours, the chip's SDRAM cap checked when a population takes a
+chip up. ``mapping.py`` reports what sPyNNaker itself reserved per core and where it placed every core, and
+the tests compare the two.
 """
 
 from __future__ import annotations
