@@ -316,3 +316,33 @@ def test_strip_maps_with_live_injectors_and_16_bit_keys(tmp_path: Path) -> None:
     assert live["populations"] == 2 * 4 and live["one_core_each"], live  # two strips of (3 + 1) pieces
     assert live["keys_16_bit_with_prefix"] and live["cores"][0]["prefix_type"] == "UPPER_HALF_WORD"
     assert live["unread_populations"] == 2  # the short strip (one copy) reads 2 of its 4 pieces; no key
+
+
+def test_placement_replay_is_spynnakers_placer(tmp_path: Path) -> None:
+    """``sdram.place`` replays sPyNNaker's ApplicationPlacer: given the cores sPyNNaker itself sized, it puts
+    every population's cores on the chips sPyNNaker chose. The case is trees-rgb in strips of 6 at 7 copies,
+    where a first fit of cores (the planner before) refused the 7th copy that sPyNNaker places. With the
+    planner's own per-core bytes the replay places 7 and refuses 8, as sPyNNaker does (slow --map test)."""
+    from models import package
+    from models.pynn_net import describe
+    from spikescan.config import Settings
+    from workers.spinnaker import sdram
+    from workers.spinnaker.planner import fit_strip_copies, map_copies
+
+    pkg = package.load("trees-rgb")
+    result = map_copies(pkg, 7, 1, Settings(data_dir=tmp_path / "data"), 0, 6)
+    assert result["ok"], result
+    placed = result["placement"]
+    system = [placed["system_bytes_by_chip"][f"{x},{y}"] for x, y in sdram._BOARD_CHIPS]
+    assert system == sdram.SYSTEM_BYTES_BY_CHIP
+    placer = sdram._Placer(1, count_cores=True)
+    for label, cores in placed["vertices"]:
+        before = list(placer.used)
+        placer.place([need for _, _, need in cores])
+        chips = enumerate(sdram._BOARD_CHIPS)
+        got = sorted((xy, placer.used[i] - before[i]) for i, xy in chips if placer.used[i] != before[i])
+        want: dict[tuple[int, int], int] = {}
+        for x, y, need in cores:
+            want[x, y] = want.get((x, y), 0) + need
+        assert got == sorted(want.items()), label
+    assert fit_strip_copies(describe(pkg), pkg.card.patch_size, 1, 6) == 7

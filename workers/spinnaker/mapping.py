@@ -98,6 +98,30 @@ def sdram_use() -> dict[str, Any]:
     }
 
 
+def placement_by_vertex() -> dict[str, Any]:
+    """What the placer was given and did, for replaying it (``sdram.place``): per application vertex in
+    graph order (the order it places them), its label and per core (x, y, SDRAM bytes) in the order of its
+    chip groups; and per chip the SDRAM the system cores placed before it reserve."""
+    from spinn_front_end_common.data import FecDataView
+
+    steps = FecDataView.get_plan_n_timestep()
+    vertices = []
+    for app in FecDataView.iterate_vertices():
+        cores = []
+        for group, _ in app.splitter.get_same_chip_groups():
+            for vertex in group:
+                where = FecDataView.get_placement_of_vertex(vertex)
+                cores.append([where.x, where.y, int(vertex.sdram_required.get_total_sdram(steps))])
+        vertices.append([str(app.label), cores])
+    system: collections.Counter[str] = collections.Counter()
+    for placement in FecDataView.iterate_placemements():
+        app = getattr(placement.vertex, "app_vertex", None)
+        if app is None or type(app).__module__.startswith("spinn_front_end_common"):
+            need = placement.vertex.sdram_required.get_total_sdram(steps)
+            system[f"{placement.x},{placement.y}"] += int(need)
+    return {"vertices": vertices, "system_bytes_by_chip": dict(system)}
+
+
 def routing_entries() -> dict[str, int]:
     from spinn_front_end_common.data import FecDataView
 
@@ -166,6 +190,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             "system_cores": system,
             "routing": routing_entries(),
             "sdram": sdram_use(),
+            "placement": placement_by_vertex(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         result.update(injected)

@@ -10,16 +10,17 @@ heavy ones (trees conv1: ~10-21 MB each, ~5 per chip) and why a shared block's l
 them heavier still. ``matrix_bytes`` is that formula; the rest of a core (neuron parameters, recording,
 provenance, population table, bitfields) is a measured allowance, ``CORE_OTHER_BYTES``.
 
-Placement (``fits``) replays sPyNNaker's application placer in simplified form: cores go onto chips in the
-order the build creates populations (input, clock, then each layer for every copy), chips taken in the
-placer's order (x, then y), first chip with a free core and room in its SDRAM. ``mapping.py`` reports what
-sPyNNaker itself reserved per core and per chip, and the tests compare the two.
+Placement (``fits``, ``place``) replays sPyNNaker's ``ApplicationPlacer`` (``_Placer``): populations in
+the order the build creates them (input, clock, then each layer for every copy), each population's cores
+together on a start chip and its linked neighbours, the chip's SDRAM cap checked when a population takes a
+chip up. ``mapping.py`` reports what sPyNNaker itself reserved per core and where it placed every core, and
+the tests compare the two.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +31,14 @@ from workers.spinnaker import strip_input
 from workers.spinnaker.strip_input import Strip
 
 # A SpiNN-5 virtual board as sPyNNaker 7.4.1's placer sees it (spinn_machine's virtual_machine(8, 8) with
-# version 5; checked by tests/workers/test_spinnaker_plan.py): 48 chips of 123,469,792 bytes, of which the
-# monitors' reservations leave CHIP_BYTES (mapping.py's ``sdram.chip_bytes``). Application cores per chip
-# after SCAMP and the system cores: 16, or 15 on the 8 chips with one core fewer and on the Ethernet chip
-# (0, 0), which also runs the packet gatherer: 759 in all.
-CHIP_BYTES = 122_981_316
+# version 5; checked by tests/workers/test_spinnaker_plan.py): 48 chips of CHIP_SDRAM bytes, each with one
+# monitor core reserving MONITOR_BYTES (the Ethernet chip (0, 0) also runs the packet gatherer,
+# GATHERER_BYTES), which leaves CHIP_BYTES (mapping.py's ``sdram.chip_bytes``). Application cores per chip
+# after SCAMP and the system cores: 16, or 15 on the 8 chips with one core fewer and on (0, 0): 759 in all.
+CHIP_SDRAM = 123_469_792
+MONITOR_BYTES = 488_476  # ExtraMonitorSupportMachineVertex, every chip
+GATHERER_BYTES = 477_250  # DataSpeedUpPacketGatherMachineVertex, the Ethernet chip
+CHIP_BYTES = CHIP_SDRAM - MONITOR_BYTES
 _SHORT_CHIPS = {(1, 1), (1, 3), (3, 1), (3, 3), (3, 5), (5, 2), (5, 4), (5, 6)}
 _BOARD_CHIPS = [  # the placer's chip order: x, then y
     (0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 0), (2, 1), (2, 2), (2, 3),
@@ -43,8 +47,13 @@ _BOARD_CHIPS = [  # the placer's chip order: x, then y
     (6, 4), (6, 5), (6, 6), (6, 7), (7, 3), (7, 4), (7, 5), (7, 6), (7, 7),
 ]
 APP_CORES_BY_CHIP = [15 if xy in _SHORT_CHIPS or xy == (0, 0) else 16 for xy in _BOARD_CHIPS]
-# The placer calls a chip full once it holds more than this (ApplicationPlacer.__cap_sdram: one core's
-# average share kept back; 16 usable cores per chip).
+SYSTEM_BYTES_BY_CHIP = [MONITOR_BYTES + (GATHERER_BYTES if xy == (0, 0) else 0) for xy in _BOARD_CHIPS]
+# A chip's links in spinn_machine's order (link ids 0-5: east, north-east, north, west, south-west, south);
+# the placer takes neighbours in this order. No wrap-around on a single SpiNN-5 board.
+_LINK_STEPS = ((1, 0), (1, 1), (0, 1), (-1, 0), (-1, -1), (0, -1))
+# The placer treats a chip as full once ALL its reservations, system cores' included, exceed this
+# (ApplicationPlacer.__cap_sdram: CHIP_BYTES less one core's average share, 16 usable cores per chip). It
+# is checked only when a chip is taken up for an application vertex, not for each core of it.
 CHIP_CAP_BYTES = CHIP_BYTES - CHIP_BYTES // 16
 
 ADDRESS_ALIGN = 16  # MasterPopTableAsBinarySearch._ADDRESS_SCALE
@@ -142,6 +151,7 @@ class Layout:
     populations: list[tuple[str, int, int]]
     block_copies: int = 0  # copies per shared input block (0: every copy has its own input)
     block_input_cores: int = 0
+    block_input_vertices: int = 1  # populations the block's input is built as (a strip's pieces)
 
     @classmethod
     def of(cls, net: NetworkDescription, block_copies: int = 0, block_atoms: int = 0,
@@ -161,7 +171,7 @@ class Layout:
                 continue
             cores = math.ceil(pop.size / post_atoms_per_core(net, pop.name, strip))
             pops.append((pop.name, cores, per_core[pop.name]))
-        return cls(pops, block_copies, block_cores)
+        return cls(pops, block_copies, block_cores, strip.pieces if strip is not None else 1)
 
     @property
     def bytes_per_copy(self) -> int:
@@ -172,39 +182,151 @@ class Layout:
     def bytes_by_core(self) -> dict[str, int]:
         return {name: each for name, _, each in self.populations}
 
-    def cores(self, copies: int) -> Iterator[int]:
-        """SDRAM of every core of ``copies`` copies (and the shared clock), in build order."""
+    def vertices(self, copies: int) -> Iterator[list[int]]:
+        """SDRAM of every core of ``copies`` copies (and the shared clock), one list per application vertex
+        (population), in the order the build creates them: sPyNNaker's placer places a population's cores
+        together, so the replay needs them grouped."""
         if self.block_copies:
             n_blocks = math.ceil(copies / self.block_copies)
-            yield from [SOURCE_CORE_BYTES] * (self.block_input_cores * n_blocks)
+            per_vertex = self.block_input_cores // self.block_input_vertices
+            for _ in range(n_blocks * self.block_input_vertices):
+                yield [SOURCE_CORE_BYTES] * per_vertex
         clock_done = False
         for name, cores, each in self.populations:
             if not clock_done and not name.startswith("input"):
-                yield SOURCE_CORE_BYTES  # the clock comes after the input in the description
+                yield [SOURCE_CORE_BYTES]  # the clock comes after the input in the description
                 clock_done = True
-            yield from [each] * (cores * copies)
+            for _ in range(copies):
+                yield [each] * cores
+
+
+class _Unplaceable(Exception):
+    """The placer has no start chip left (sPyNNaker's ``PacmanPlaceException``) or a core is larger than
+    any chip (``PacmanTooBigToPlace``)."""
+
+
+class _Placer:
+    """sPyNNaker 7.4.1's ``ApplicationPlacer`` (pacman/operations/placer_algorithms/application_placer.py),
+    replayed on the board's chips with each core's SDRAM. What matters for the copy count, and what a
+    plain first fit of cores got wrong (it refused a 7th trees strip copy that sPyNNaker places):
+
+    - a population's cores are placed together: on a start chip, then on that chip's neighbours over its
+      links (breadth-first, in link order), never back on a chip already looked at; when the neighbourhood
+      runs out the whole population is tried again from the next start chip;
+    - start chips come from the chips the previous population tried as starts, then the chips in x, then
+      y order, each taken from that order once;
+    - a chip is full when all its cores are used or its reservations exceed ``CHIP_CAP_BYTES``, checked
+      when the chip is taken up for a population; cores of that population then fill it up to the chip's
+      whole SDRAM.
+
+    Boards beyond the first are modelled as further boards taken in turn with no links between them, an
+    approximation: sPyNNaker's multi-board machine is one chip grid with links across boards (not checked).
+    """
+
+    def __init__(self, boards: int, count_cores: bool) -> None:
+        chips = [(b, x, y) for b in range(boards) for x, y in _BOARD_CHIPS]
+        index = {xy: i for i, xy in enumerate(chips)}
+        self.links = [
+            [index[b, x + dx, y + dy] for dx, dy in _LINK_STEPS if (b, x + dx, y + dy) in index]
+            for b, x, y in chips
+        ]
+        self.free = [c if count_cores else 10**9 for c in APP_CORES_BY_CHIP] * boards
+        self.used = SYSTEM_BYTES_BY_CHIP * boards  # reservations on each chip, system cores' included
+        self.order = iter(range(len(chips)))
+        self.full: set[int] = set()
+        self.restored: list[int] = []
+        self.starts_tried: list[int] = []
+        # per attempt: chips looked at, neighbours queued (dict: insertion order, no duplicates), and the
+        # chip being filled with its free cores and reservations including this attempt's cores on it
+        self.prepared: set[int] = set()
+        self.neighbours: dict[int, None] = {}
+        self.current, self.current_free, self.current_used = -1, 0, 0
+
+    def place(self, cores: list[int]) -> None:
+        """Place one population's cores (raises ``_Unplaceable``)."""
+        self.restored += self.starts_tried
+        self.starts_tried = []
+        while True:
+            made = self._attempt(cores)
+            if made is not None:
+                break
+        for chip, need in made:
+            self.free[chip] -= 1
+            self.used[chip] += need
+
+    def _attempt(self, cores: list[int]) -> list[tuple[int, int]] | None:
+        self.prepared.clear()
+        self.current = -1
+        made = []
+        for need in cores:
+            if self.current < 0:
+                self._start(need)
+            elif self.current_free >= 1 and self.current_used + need <= CHIP_SDRAM:
+                self.current_used += need
+            elif not self._neighbour(need):
+                return None
+            self.current_free -= 1
+            made.append((self.current, need))
+        return made
+
+    def _space(self, chip: int, need: int) -> bool:
+        if self.free[chip] == 0 or self.used[chip] > CHIP_CAP_BYTES:
+            self.full.add(chip)
+            return False
+        self.prepared.add(chip)
+        if need > CHIP_BYTES:
+            raise _Unplaceable(f"a core of {need} bytes fits no chip")
+        if self.used[chip] + need > CHIP_SDRAM:
+            return False
+        self.current, self.current_free, self.current_used = chip, self.free[chip], self.used[chip] + need
+        for target in self.links[chip]:
+            if target not in self.full and target not in self.prepared:
+                self.neighbours[target] = None
+        return True
+
+    def _start(self, need: int) -> None:
+        self.neighbours.clear()
+        while True:
+            start = self._next_start()
+            self.starts_tried.append(start)
+            if self._space(start, need):
+                return
+
+    def _next_start(self) -> int:
+        while self.restored:
+            chip = self.restored.pop(0)
+            if chip not in self.full:
+                return chip
+        for chip in self.order:
+            if chip not in self.full:
+                return chip
+        raise _Unplaceable("no start chip left")
+
+    def _neighbour(self, need: int) -> bool:
+        while self.neighbours:
+            chip = next(iter(self.neighbours))
+            del self.neighbours[chip]
+            if self._space(chip, need):
+                return True
+        return False
+
+
+def place(vertices: Iterable[list[int]], boards: int = 1, count_cores: bool = True) -> bool:
+    """Whether sPyNNaker's placer places these application vertices (each a list of its cores' SDRAM, in
+    the order the build creates them) on ``boards`` boards; SDRAM only with ``count_cores`` False."""
+    placer = _Placer(boards, count_cores)
+    try:
+        for cores in vertices:
+            placer.place(cores)
+    except _Unplaceable:
+        return False
+    return True
 
 
 def fits(layout: Layout, copies: int, boards: int = 1, count_cores: bool = True) -> bool:
-    """Whether ``copies`` copies place on ``boards`` boards: first fit of every core, in build order, onto
-    chips in the placer's order, each chip's cores and SDRAM counted (SDRAM only with ``count_cores``
-    False, for the SDRAM bound on its own)."""
-    free = [c if count_cores else 10**9 for c in APP_CORES_BY_CHIP] * boards
-    used = [0] * len(free)
-    start = 0  # chips before this are full: first fit never goes back to them
-    for need in layout.cores(copies):
-        chip = start
-        while chip < len(free) and (
-            free[chip] == 0 or used[chip] > CHIP_CAP_BYTES or used[chip] + need > CHIP_BYTES
-        ):
-            chip += 1
-        if chip == len(free):
-            return False
-        free[chip] -= 1
-        used[chip] += need
-        while start < len(free) and (free[start] == 0 or used[start] > CHIP_CAP_BYTES):
-            start += 1
-    return True
+    """Whether ``copies`` copies place on ``boards`` boards (``place``, every core sized like the largest of
+    its population); SDRAM only with ``count_cores`` False, for the SDRAM bound on its own."""
+    return place(layout.vertices(copies), boards, count_cores)
 
 
 def most_copies(layout: Layout, upper: int, boards: int = 1, count_cores: bool = True) -> int:
