@@ -296,7 +296,7 @@ class Scene:
         if self.scale is not None:
             target *= np.float32(self.scale)
         if self.norm is not None:
-            target[...] = normalisation.apply(target, *self.norm)
+            normalisation.apply_in_place(target, *self.norm)
         # Nodata values (e.g. -99999) never reach a backend: invalid pixels read as 0 like the padding.
         target[~ok] = 0
         valid[dy : dy + r1 - r0, dx : dx + c1 - c0] = ok
