@@ -377,13 +377,7 @@ def shared_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_cop
         "application_cores": cores,
         "input_share_per_copy": round(shared_input.pixels_sent_per_copy(block) / math.prod(block.patch), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
-        "measured_on_block_squares": {
-            "patches": measured["patches"],
-            "time_slots_per_square": measured["time_slots_per_square"],
-            "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
-            "input_spikes_per_patch_shared": round(measured["shared"], 1),
-            "share": round(share, 4),
-        },
+        "measured_on_block_squares": _measured_share(measured, "time_slots_per_square", share),
         **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
     }
 
@@ -466,13 +460,7 @@ def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy
         },
         "input_share_per_copy": round(strip_input.share_of_patch(strip), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
-        "measured_on_scene_strips": {
-            "patches": measured["patches"],
-            "time_slots": measured["time_slots"],
-            "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
-            "input_spikes_per_patch_shared": round(measured["shared"], 1),
-            "share": round(share, 4),
-        },
+        "measured_on_scene_strips": _measured_share(measured, "time_slots", share),
         **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
         "live_16bit_estimate": live_estimate(load.input_spikes_per_patch * share, out_bytes, km2),
     }
@@ -648,3 +636,15 @@ def _jsonable(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(type(value).__name__)
+
+
+def _measured_share(measured: dict[str, Any], slots: str, share: float) -> dict[str, Any]:
+    """How a shared layout's input share was measured on real patches (``slots``: the layout's time-slot
+    count field), as the plan reports it."""
+    return {
+        "patches": measured["patches"],
+        slots: measured[slots],
+        "input_spikes_per_patch_unshared": round(measured["unshared"], 1),
+        "input_spikes_per_patch_shared": round(measured["shared"], 1),
+        "share": round(share, 4),
+    }
