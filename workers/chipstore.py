@@ -60,22 +60,28 @@ def store(where: ChipSet | Path, results: list[ChipResult]) -> list[PurePosixPat
 
 
 def _write_row(chips: ChipSet, row: int, group: list[ChipResult]) -> PurePosixPath:
+    name, data = row_object(group, deflate=chips.objects.local_root is None)
+    key = f"{chips.prefix}r{row}/{name}.npz"
+    chips.objects.put_bytes(key, data)
+    return PurePosixPath(key)
+
+
+def row_object(group: list[ChipResult], deflate: bool) -> tuple[str, bytes]:
+    """(name, bytes) of the object holding ``group`` (results of one chip row): the name a digest of the chip
+    ids, the bytes an npz archive, scores deflated for a bucket (``_pack_scores``)."""
     group = sorted(group, key=lambda r: r.chip.col)
     name = hashlib.sha256(",".join(r.chip.id for r in group).encode()).hexdigest()[:24]
-    key = f"{chips.prefix}r{row}/{name}.npz"
     # Built in memory and written in one call: numpy writing the archive to the file itself costs a dozen
     # small writes and seeks, which on a busy volume take longer than building the archive.
     buf = io.BytesIO()
     np.savez(
         buf,
         chip=np.array([[c.row, c.col, c.x, c.y, c.size] for c in (r.chip for r in group)]),
-        **_pack_scores(np.stack([r.scores for r in group]).astype(np.float32, copy=False),
-                       deflate=chips.objects.local_root is None),
+        **_pack_scores(np.stack([r.scores for r in group]).astype(np.float32, copy=False), deflate=deflate),
         cell_valid=np.stack([r.cell_valid for r in group]),
         spikes=np.array([r.spikes for r in group], np.int64),
     )
-    chips.objects.put_bytes(key, buf.getvalue())
-    return PurePosixPath(key)
+    return name, buf.getvalue()
 
 
 def _pack_scores(scores: np.ndarray, deflate: bool = True) -> dict[str, np.ndarray]:

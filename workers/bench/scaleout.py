@@ -68,14 +68,14 @@ def _timed_job(stack: ServiceStack, scene: Path, client: redis.Redis) -> dict[st
 
 
 def chip_row_objects(scene: Path, rows: int = 6, batch_size: int = 64) -> tuple[list[bytes], int]:
-    """The chip-row objects inference workers PUT, and how many chips they hold: real chips of ``rows``
-    evenly spread chip rows, inferred and stored exactly as a worker stores a batch of ``batch_size``
-    (``workers.chipstore``: one object per chip row of the batch)."""
+    """The chip-row objects inference workers PUT to a bucket, and how many chips they hold: real chips of
+    ``rows`` evenly spread chip rows, inferred and encoded exactly as a worker stores a batch of
+    ``batch_size`` in a bucket (``workers.chipstore``: one object per chip row of the batch, scores
+    deflated)."""
     pkg = model_package.load(MODEL)
     objects: list[bytes] = []
     results: list[ChipResult] = []
     with (
-        tempfile.TemporaryDirectory(prefix="spikescan-chips-") as tmp,
         input_check.open_checked(scene, pkg.card) as src,
         get_backend("emulator", pkg) as engine,
     ):
@@ -84,9 +84,11 @@ def chip_row_objects(scene: Path, rows: int = 6, batch_size: int = 64) -> tuple[
             batch = src.read_chip_row(grid, int(row))
             scores = engine.infer(batch.pixels, batch.valid)
             results += pipeline.chip_results(batch, scores, grid.output_stride)
-        for start in range(0, len(results), batch_size):
-            for key in chipstore.store(Path(tmp), results[start : start + batch_size]):
-                objects.append((Path(tmp) / key).read_bytes())
+    for start in range(0, len(results), batch_size):
+        by_row: dict[int, list[ChipResult]] = {}
+        for r in results[start : start + batch_size]:
+            by_row.setdefault(r.chip.row, []).append(r)
+        objects += [chipstore.row_object(group, deflate=True)[1] for group in by_row.values()]
     return objects, len(results)
 
 
