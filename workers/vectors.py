@@ -57,9 +57,13 @@ class VectorWriter:
         return self.count
 
     def abort(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            if not self._fh.closed:
+                self._fh.close()
+        except OSError:
+            pass  # closing flushes the buffer, and a full disk fails that too: the file goes all the same
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def _write_all(self, features: list[CellFeature]) -> None:
         """A strip's features at once: one reprojection of all their vertices, and orientation, bounds and
