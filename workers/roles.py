@@ -47,13 +47,14 @@ from models.package import ModelPackage
 from spikescan.config import Settings
 from spikescan.errors import (
     InvalidInput,
+    InvalidScene,
     ModelPackageError,
     NotFound,
     OutputError,
     SpikescanError,
     writing,
 )
-from workers import chipstore, input_check, pipeline, report, retention
+from workers import chipstore, gdal_cache, input_check, pipeline, report, retention
 from workers.backends import Backend, get_backend
 from workers.chips import Chip, ChipGrid
 from workers.jobs import Job, JobStore, RowCounts
@@ -240,14 +241,41 @@ def _guarded(w: Worker, stream: WorkStream, d: Delivery, job_id: str, task: Call
         task()
     except SpikescanError as exc:
         _unless_storage_down(w, job_id, exc)
-        _fail_job(w, job_id, exc)
-        stream.ack([d.id])
+        if not _uploaded_scene_unreadable(w, job_id, exc):
+            _fail_job(w, job_id, exc)
+            stream.ack([d.id])
+            return
+        _retry(w, stream, d, job_id, exc)
     except Exception as exc:
         _unless_storage_down(w, job_id, exc)
+        _retry(w, stream, d, job_id, exc)
+
+
+def _uploaded_scene_unreadable(w: Worker, job_id: str, exc: SpikescanError) -> bool:
+    """Whether ``exc`` is an uploaded scene that cannot be read now: it was read and checked when it was
+    uploaded, so this is the storage's doing (a store just back from an outage, a read cut short), not the
+    input's — worth the task's remaining attempts, not an immediate failure of the job."""
+    if not isinstance(exc, InvalidScene):
+        return False
+    job = w.store.find(job_id)
+    if job is None or not job.uploaded:
+        return False
+    w.forget(job_id)  # opened afresh on the next attempt
+    return True
+
+
+def _retry(w: Worker, stream: WorkStream, d: Delivery, job_id: str, exc: BaseException) -> None:
+    """Hand the task back with its attempt counted (called inside the ``except``); past the last attempt it
+    is dead-lettered and the job fails with the reason."""
+    if isinstance(exc, SpikescanError):
+        log.warning("task %s of job %s failed (attempt %d): %s", stream.name, job_id, d.attempts, exc)
+        reason = exc.for_api()
+    else:
         log.exception("task %s of job %s failed (attempt %d)", stream.name, job_id, d.attempts)
-        dead = stream.retry(d, w.consumer, f"{type(exc).__name__}: {exc}")
-        if dead is not None:
-            _fail_job(w, job_id, RuntimeError(dead.reason))
+        reason = f"{type(exc).__name__}: {exc}"
+    dead = stream.retry(d, w.consumer, reason)
+    if dead is not None:
+        _fail_job(w, job_id, exc if isinstance(exc, SpikescanError) else RuntimeError(dead.reason))
 
 
 # --- chipper ------------------------------------------------------------------------------------------------
@@ -760,6 +788,8 @@ def _wait_for_storage(w: Worker, should_stop: Callable[[], bool], every_s: float
         except StorageUnavailable:
             time.sleep(every_s)
             continue
+        # GDAL remembers that the job scenes it tried to open while the store was down were unreadable.
+        gdal_cache.clear_remote_cache()
         log.info("storage is back; taking work again")
         return
 

@@ -5,6 +5,7 @@ read, and never as a 500 — while reads go on; once the pressure is gone, new w
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -211,7 +212,7 @@ def test_a_job_whose_bucket_goes_down_mid_job_finishes_when_it_is_back(
         logs = "".join(p.read_text() for p in stack.root.glob("*.log"))
         assert "waiting for it before taking more work" in logs  # the outage was felt, and waited out
         status = stack.wait_done(http, job_id, timeout_s=180)
-        assert status["status"] == "done" and status["progress"]["chips_failed"] == 0, status
+        assert status["status"] == "done" and status["progress"]["chips_failed"] == 0, json.dumps(status)
         for name in ("classes.tif", "scores.tif"):
             (tmp_path / name).write_bytes(http.get(f"/v1/jobs/{job_id}/results/{name}").content)
     for name in ("classes.tif", "scores.tif"):
