@@ -3,7 +3,8 @@ mosaicker.
 
 Layout: ``<chips prefix>/r<row>/<digest>.npz`` (locally ``<job dir>/chips/…``), one object per chip row of
 each batch an inference worker finished, holding the arrays of ``workers.mosaic.ChipResult`` stacked
-(``chip`` [n, 5] = row, col, x, y, size; ``scores``, deflated; ``cell_valid``; ``spikes``). One object
+(``chip`` [n, 5] = row, col, x, y, size; the scores as a palette of distinct vectors and an index per cell,
+deflated for a bucket — ``_pack_scores``; ``cell_valid``; ``spikes``). One object
 per chip would cost a file creation (or a PUT) per chip, which on shared filesystems and object stores is
 slower than the inference itself.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from numba import njit
 
 from models.package import read_npz
 from spikescan.errors import writing
@@ -85,23 +87,91 @@ def row_object(group: list[ChipResult], deflate: bool) -> tuple[str, bytes]:
 
 
 def _pack_scores(scores: np.ndarray, deflate: bool = True) -> dict[str, np.ndarray]:
-    """Scores deflated at level 1, losslessly, for a bucket: a spiking model's scores are a softmax of small
-    integer counts, a few hundred distinct values, so they shrink 4-9x (7.2 → 0.8 kB a land-cover chip) for
-    ~0.05 ms a chip; npz's own compression (level 6) costs ten times that on the inference worker. On a local
-    disk the bytes are transient (deleted once the mosaic is written) and cheap, while deflating and
-    inflating them was most of the service's per-chip overhead (``bench service``, 2026-11-30, 2-core AMD
-    EPYC: 0.064 → 0.036 ms a chip, one worker 53 % → 64 % of in-process): stored as they are."""
+    """Scores as a palette of the distinct score vectors and each cell's index into it, losslessly.
+
+    A spiking model's cell scores are a softmax of small integer class counts, so a batch holds a few hundred
+    distinct vectors: the index is 1-2 bytes a cell against 4 per class (a land-cover chip 7.2 → 0.26 kB).
+    Writing, and the mosaicker reading back, the float32 scores was most of the service's per-chip cost
+    (``bench service``). Distinct vectors are found by their exact bits; a backend whose scores are not few
+    keeps the floats. For a bucket the arrays are also deflated (level 1: a PUT's bytes cost more than the
+    CPU)."""
+    packed = _palette(scores)
+    if packed is None:
+        packed = {"scores": scores}
     if not deflate:
-        return {"scores": scores}
-    packed = np.frombuffer(zlib.compress(scores.tobytes(), 1), np.uint8)
-    return {"scores_deflated": packed, "scores_shape": np.array(scores.shape, np.int64)}
+        return packed
+    out: dict[str, np.ndarray] = {}
+    for name, arr in packed.items():
+        out[name + "_deflated"] = np.frombuffer(zlib.compress(arr.tobytes(), 1), np.uint8)
+        out[name + "_shape"] = np.array(arr.shape, np.int64)
+        out[name + "_dtype"] = np.array(arr.dtype.str)
+    return out
+
+
+def _palette(scores: np.ndarray) -> dict[str, np.ndarray] | None:
+    flat = np.ascontiguousarray(scores, np.float32).reshape(-1, scores.shape[-1])
+    if flat.shape[0] == 0:
+        return None
+    index = np.empty(len(flat), np.uint32)
+    firsts = _distinct_rows(flat.view(np.uint32), index)
+    if len(firsts) > _MAX_PALETTE:  # not a spiking model's few score vectors: the floats are smaller
+        return None
+    palette = flat[firsts]
+    narrow = np.uint8 if len(firsts) <= 256 else np.uint16
+    return {"score_palette": palette, "score_index": index.astype(narrow).reshape(scores.shape[:-1])}
+
+
+_MAX_PALETTE = 65536
+
+
+@njit(cache=True, nogil=True)
+def _distinct_rows(bits: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows of ``bits`` [M, C] numbered by first appearance (``index`` [M]); returns each number's first row.
+    An open-addressing hash table keyed by the row's bits, compared whole: exact, whatever the hash does."""
+    m, c = bits.shape
+    size = 1
+    while size < 2 * m:
+        size *= 2
+    slots = np.full(size, -1, np.int64)  # row that owns the slot
+    firsts = np.empty(m, np.int64)
+    n = 0
+    for i in range(m):
+        h = np.uint64(1469598103934665603)
+        for j in range(c):
+            h = (h ^ np.uint64(bits[i, j])) * np.uint64(1099511628211)
+        s = np.int64(h & np.uint64(size - 1))
+        while True:
+            owner = slots[s]
+            if owner < 0:
+                slots[s] = i
+                index[i] = n
+                firsts[n] = i
+                n += 1
+                break
+            same = True
+            for j in range(c):
+                if bits[owner, j] != bits[i, j]:
+                    same = False
+                    break
+            if same:
+                index[i] = index[owner]
+                break
+            s = (s + 1) & (size - 1)
+    return firsts[:n]
 
 
 def _unpack_scores(z: dict[str, np.ndarray]) -> np.ndarray:
-    if "scores" in z:  # written before scores were deflated (a job that spans an upgrade)
-        return z["scores"]
-    shape = tuple(int(v) for v in z["scores_shape"])
-    return np.frombuffer(zlib.decompress(z["scores_deflated"].tobytes()), np.float32).reshape(shape)
+    arrays = dict(z)
+    for name in ("score_palette", "score_index", "scores"):
+        if name + "_deflated" in arrays:
+            # Objects written before the palette have no dtype entry: what they deflated is float32 scores.
+            dtype = np.dtype(str(arrays[name + "_dtype"])) if name + "_dtype" in arrays else np.float32
+            shape = tuple(int(v) for v in arrays[name + "_shape"])
+            raw = zlib.decompress(arrays[name + "_deflated"].tobytes())
+            arrays[name] = np.frombuffer(raw, dtype).reshape(shape)
+    if "score_index" in arrays:
+        return arrays["score_palette"][arrays["score_index"]]
+    return arrays["scores"]  # the floats themselves: a palette did not pay, or a job that spans an upgrade
 
 
 def load_row(

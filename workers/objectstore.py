@@ -140,12 +140,16 @@ class LocalStore(ObjectStore):
             return None
 
     def names(self, prefix: str) -> list[str]:
-        directory = self.path(prefix)
-        if not directory.is_dir():
-            return []
         base = prefix if prefix.endswith("/") or not prefix else prefix + "/"
-        files = (p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
-        return sorted(base + p.name for p in files)
+        try:
+            # One scandir, not is_dir() then iterdir(): the mosaicker removes a finished job's chip rows while
+            # API threads may still list them for preview tiles, and a directory gone between the two calls
+            # was a 500 there. Gone now is the same answer as gone before: nothing under the prefix.
+            with os.scandir(self.path(prefix)) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(base + name for name in names)
 
     def size(self, key: str) -> int | None:
         path = self.path(key)

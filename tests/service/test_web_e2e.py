@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Response, sync_playwright
 from rasterio.warp import transform_bounds
 
 import models
@@ -117,8 +117,16 @@ def keyed_page(browser: Browser, s: Stack) -> tuple[Page, list[str]]:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # The console names a failed load's status but not its URL; a 5xx gets its URL and the API's log, whose
+    # traceback is what a fix needs (a rare race would otherwise leave nothing to go on).
+    page.on("response", lambda r: errors.append(_server_error(s, r)) if r.status >= 500 else None)
     open_with_key(page, s.url, s.keys[0], errors)
     return page, errors
+
+
+def _server_error(s: Stack, response: Response) -> str:
+    log = (s.root / "api.log").read_text(errors="replace")
+    return f"HTTP {response.status} from {response.url}; API log tail:\n{log[-4000:]}"
 
 
 def click_largest_detection(page: Page) -> str:

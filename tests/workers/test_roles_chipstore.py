@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,10 @@ def test_redelivered_chips_are_kept_once_and_uncounted_ones_never(tmp_path: Path
     assert chipstore.load_row(tmp_path, 7, done) == []
 
 
-def test_a_spiking_models_scores_are_stored_exact_and_compact_for_a_bucket(tmp_path: Path, landsat_tif: Path
-                                                                           ) -> None:
-    """Scores are a softmax of small integer counts (few distinct values): read back bit for bit; for a bucket
-    deflated to a fraction of the float32 bytes, on a local disk stored as they are (transient, and cheaper
-    than deflating). Real chips of the shipped land-cover model."""
+def test_a_spiking_models_scores_are_stored_exact_and_compact(tmp_path: Path, landsat_tif: Path) -> None:
+    """Scores are a softmax of small integer counts (few distinct vectors): stored as a palette and an index,
+    read back bit for bit, in a fraction of the float32 bytes — on a local disk and, deflated too, for a
+    bucket. Real chips of the shipped land-cover model; scores that are not few keep their floats."""
     pkg = package.load("landcover-landsat")
     with input_check.open_checked(landsat_tif, pkg.card) as scene, get_backend("emulator", pkg) as engine:
         card = pkg.card
@@ -64,9 +64,19 @@ def test_a_spiking_models_scores_are_stored_exact_and_compact_for_a_bucket(tmp_p
     (key,) = chipstore.store(tmp_path, results)
     back = chipstore.load_row(tmp_path, grid.rows // 2, {r.chip.id for r in results})
     assert all(np.array_equal(a.scores, b.scores) for a, b in zip(back, results, strict=True))
+    assert (tmp_path / key).stat().st_size < sum(r.scores.nbytes for r in results) / 3
     scores = np.stack([r.scores for r in results])
-    deflated = chipstore._pack_scores(scores, deflate=True)
-    packed = deflated["scores_deflated"].nbytes
-    assert packed < scores.nbytes / 3, (packed, scores.nbytes)
-    assert np.array_equal(chipstore._unpack_scores(deflated), scores)
-    assert np.array_equal(chipstore._unpack_scores(chipstore._pack_scores(scores, deflate=False)), scores)
+    for deflate, ratio in ((False, 3), (True, 8)):
+        packed = chipstore._pack_scores(scores, deflate=deflate)
+        assert "score_palette" in packed or "score_palette_deflated" in packed, sorted(packed)
+        assert sum(a.nbytes for a in packed.values()) < scores.nbytes / ratio, (deflate, scores.nbytes)
+        assert np.array_equal(chipstore._unpack_scores(packed), scores)
+    noisy = np.random.default_rng(0).random((300, 16, 16, 7), dtype=np.float32)  # 76,800 distinct vectors
+    for deflate in (False, True):
+        packed = chipstore._pack_scores(noisy, deflate=deflate)
+        assert not any(k.startswith("score_palette") for k in packed)
+        assert np.array_equal(chipstore._unpack_scores(packed), noisy)
+    # Objects written before the palette (a job that spans an upgrade) still read.
+    old = {"scores_deflated": np.frombuffer(zlib.compress(scores.tobytes(), 1), np.uint8),
+           "scores_shape": np.array(scores.shape, np.int64)}
+    assert np.array_equal(chipstore._unpack_scores(old), scores)

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from models import package
+from models.pynn_net import atoms_per_core, describe
 from spikescan.config import Settings
 from spikescan.errors import BackendUnavailable
 from workers.backends.spinnaker import board_config
+from workers.spinnaker import link, strip_input
 
 
 def test_cli_refuses_without_a_board(tmp_path: Path, landsat_tif: Path) -> None:
@@ -156,10 +159,18 @@ def test_strip_input_batch_path_on_the_virtual_board(tmp_path: Path) -> None:
     )
     assert result["ok"], result
     columns = result["patches"] // 3
-    assert result["patches"] == 3 * columns and result["time_slots"] == columns + 1  # one warm-up band
+    # One warm-up band before the sweep; one silent slot after it (the shared output's right neighbours).
+    assert result["patches"] == 3 * columns and result["time_slots"] == columns + 2
     assert 0 < result["input_spikes_loaded"] < 0.4 * result["input_spikes_scheduled"]
     assert result["connectivity"]["equal"] and result["connectivity"]["synapses_checked"] > 0
     assert result["output_shapes"]["out"][0] == result["patches"] and result["spikes_returned"] == 0
+    # sPyNNaker records 12 of the 16 columns of output cells, in the bytes per step the planner counts.
+    net = describe(package.load("landcover-landsat"))
+    share = strip_input.output_share(net, strip_input.strip_for(net, 16, 3))
+    assert share is not None and result["output_record_bytes_per_step"]["neurons"] == 16 * 12 * 21
+    framed = link.recorded_bytes_per_step(16 * 16 * 21, atoms_per_core(net, "out", 256), share.recorded())
+    raw = framed * link.MESSAGE_MAX_BYTES / (link.MESSAGE_MAX_BYTES + link.WIRE_OVERHEAD_BYTES)
+    assert result["output_record_bytes_per_step"]["bytes"] == round(raw)
 
 
 @pytest.mark.parametrize("argv", [["serve"], ["worker", "--backend", "spinnaker"]])

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models.card import Layer
 from models.pynn_net import describe, input_spikes
 from tests.models.test_pynn_net import CONV, _package  # noqa: I001
 from tests.workers.test_shared_input import _Recorder, _synapses, nest_equals_emulator
 from workers.backends.pynn_build import STRIP_INPUT, build
-from workers.spinnaker.strip_input import share_of_patch, strip_for, sweep
+from workers.spinnaker.strip_input import output_share, share_of_patch, strip_for, sweep
 
 
 def _strip_order(scene: np.ndarray, patch: int, rows: int, cols: int) -> np.ndarray:
@@ -144,20 +145,54 @@ def test_sweep_finds_columns_in_a_chip_grids_row_order() -> None:
     assert swept.slots == in_strip_order.slots == 7 and swept.spikes_sent == in_strip_order.spikes_sent
 
 
+# Stride-1 convolutions keep the patch's size to the output: overlapping chips compute the same cells.
+SAME_SIZE = [
+    Layer(name="c1", kind="conv2d", filters=5, kernel=3, stride=1, padding="same"),
+    Layer(name="c2", kind="conv2d", filters=4, kernel=3, stride=1, padding="same"),
+    Layer(name="out", kind="conv2d", filters=6, kernel=1),
+]
+
+
+def test_output_is_shared_where_overlapping_chips_compute_the_same_cells() -> None:
+    """Two 3x3 layers: padding reaches 2 cells in, so a 12-cell patch records columns 0-1, its middle 6 and
+    10-11 (10 of 12); the shipped land-cover model 12 of 16 columns; a network with a strided layer (its
+    output is not the patch's size) or trees-rgb's pooling records everything."""
+    from models import package
+
+    net = describe(_package(SAME_SIZE, 12, 1, seed=0))
+    share = output_share(net, strip_for(net, 12, 3))
+    assert share is not None and share.margin == 2
+    assert share.own_columns().tolist() == [0, 1, 3, 4, 5, 6, 7, 8, 10, 11]
+    assert len(share.recorded()) == 12 * 10 * 6
+    land = describe(package.load("landcover-landsat"))
+    land_share = output_share(land, strip_for(land, 16, 12))
+    assert land_share is not None and len(land_share.own_columns()) == 12
+    conv = describe(_package(CONV, 10, 2, seed=0))
+    assert output_share(conv, strip_for(conv, 10, 3)) is None
+    trees = package.load("trees-rgb")
+    assert output_share(describe(trees), strip_for(describe(trees), trees.card.patch_size, 3)) is None
+
+
 @pytest.mark.parametrize("copies", [3, 4])
-def test_nest_runs_the_strip_layout_exactly(copies: int) -> None:
+@pytest.mark.parametrize("network", ["strided", "same-size"])
+def test_nest_runs_the_strip_layout_exactly(copies: int, network: str) -> None:
     """NEST on the strip build (strips of 3 copies; with 4 copies a second strip of one): every layer's spikes
     and the class scores equal the emulator's, for neighbouring chips in strip order, the same chips in a
-    chip grid's row order, and unrelated patches after them (a new sweep)."""
-    pkg = _package(CONV, 10, 2, seed=3)
-    scene = _scene(3, 5, 10, 4)
-    rows = np.stack([scene[r * 5 : r * 5 + 10, c * 5 : c * 5 + 10] for r in range(3) for c in range(5)])
-    loose = np.random.default_rng(5).uniform(0, 220, (4, 10, 10, 2)).astype(np.float32)
-    pixels = np.concatenate([_strip_order(scene, 10, 3, 5), rows, loose])
+    chip grid's row order (new sweeps in mid-batch), unrelated patches after them and a patch with nodata.
+    The same-size network (stride-1 layers) also shares its output: each copy records 10 of its 12 columns
+    and the batch path takes the other two from the slots before and after."""
+    layers, patch, stride = (CONV, 10, 2) if network == "strided" else (SAME_SIZE, 12, 1)
+    pkg = _package(layers, patch, stride, seed=3)
+    s = patch // 2
+    scene = _scene(3, 5, patch, 4)
+    rows = np.stack([scene[r * s : r * s + patch, c * s : c * s + patch] for r in range(3) for c in range(5)])
+    loose = np.random.default_rng(5).uniform(0, 220, (4, patch, patch, 2)).astype(np.float32)
+    pixels = np.concatenate([_strip_order(scene, patch, 3, 5), rows, loose])
     valid = np.ones(pixels.shape[:3], dtype=bool)
-    valid[-2, :4] = False
+    valid[-2, : s - 1] = False
     tiled = nest_equals_emulator(pkg, pixels, valid, copies=copies, strip_copies=3)
     assert tiled.strip is not None
+    assert (tiled.output_share is not None) == (network == "same-size")
 
 
 @pytest.mark.slow
@@ -174,4 +209,5 @@ def test_nest_strip_layout_on_real_neighbouring_patches() -> None:
     pixels, valid = strip_patches(pkg, default_scene(pkg), 3, 114)
     pixels, valid = pixels[90:114], valid[90:114]  # whole columns from the middle of the strip
     tiled = nest_equals_emulator(pkg, pixels, valid, copies=3, strip_copies=3)
-    assert tiled.placement.shape[1] == 8 + 1  # every column continued the sweep
+    assert tiled.output_share is not None  # 12 of 16 columns recorded, the rest from neighbouring slots
+    assert tiled.placement.shape[1] == 8 + 1 + 1  # every column continued the sweep; one silent slot after

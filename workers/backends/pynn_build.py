@@ -13,7 +13,7 @@ per block and the board's routing delivers it to every copy of the block whose w
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -30,7 +30,7 @@ from models.pynn_net import (
 )
 from workers.spinnaker import strip_input
 from workers.spinnaker.shared_input import Block, pack
-from workers.spinnaker.strip_input import Strip
+from workers.spinnaker.strip_input import OutputShare, Strip
 
 # Far below one timestep: the membrane forgets sub-threshold input before the next step.
 TAU_M_MS = 0.01
@@ -64,6 +64,8 @@ class TiledNetwork:
     t0: float = 0.0  # first input timestep of the current batch
     shared_block: Block | None = None  # when blocks of neighbouring copies share one input population
     strip: Strip | None = None  # when strips of copies sweep the scene sharing one input band each
+    # With a strip: output cells recorded once per column, the rest taken from the neighbouring slots
+    output_share: OutputShare | None = None
     # [copies, slots]: the batch's patch that copy k computes in time slot s (-1: none)
     placement: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
@@ -89,6 +91,7 @@ def build(
     shared_block: Block | None = None,
     strip: Strip | None = None,
     live_input: bool = False,
+    share_output: bool = True,
 ) -> TiledNetwork:
     """Create populations and projections for ``copies`` copies on an already set-up simulator.
 
@@ -102,11 +105,13 @@ def build(
     ``strip``: one input population per strip of copies, one column band of the scene per slot, each copy's
     first layer reading its patch's bands through synaptic delays (``workers/spinnaker/strip_input.py``).
     ``live_input``: the strips' input as sPyNNaker ``SpikeInjector`` populations (mapping only; the batch
-    path cannot feed them).
+    path cannot feed them). ``share_output`` (strips): record each output cell once per column of cells
+    (``strip_input.OutputShare``) where the network allows it; the batch path fills in the rest.
     """
     if shared_block is not None and strip is not None:
         raise ValueError("a build shares input by blocks or by strips, not both")
     pops: dict[str, list[Any]] = {}
+    output_share = strip_input.output_share(net, strip) if strip is not None and share_output else None
     per_core = {
         p.name: atoms_per_core(net, p.name, NEURONS_PER_CORE) for p in net.populations if not p.is_source
     }
@@ -143,8 +148,8 @@ def build(
                 # A pre-neuron's synapses into one core (a row) are limited to 256 on the board; cores
                 # small enough for that keep sPyNNaker from refusing the network.
                 pop.set_max_atoms_per_core(per_core[spec.name])
-            if not spec.is_source and (record_all or spec.name == net.output):
-                pop.record("spikes")
+            if not spec.is_source:
+                _record(pop, spec.name == net.output, record_all, output_share)
             pops[spec.name].append(pop)
     shared = (
         _project_shared(sim, net, copies, pops, negative_inhibitory, connect, shared_block)
@@ -157,10 +162,18 @@ def build(
         shared[i] if i in shared else _project(sim, net, proj, copies, pops, negative_inhibitory, connect)
         for i, proj in enumerate(net.projections)
     ]
-    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block, strip=strip)
+    return TiledNetwork(sim, net, copies, pops, projections, shared_block=shared_block, strip=strip,
+                        output_share=output_share)
 
 
 SHARED_INPUT = "input.shared"
+def _record(pop: Any, is_output: bool, record_all: bool, output_share: OutputShare | None) -> None:
+    if is_output and output_share is not None:
+        pop[output_share.recorded()].record("spikes")  # a view: only its neurons' bits come back
+    elif is_output or record_all:
+        pop.record("spikes")
+
+
 STRIP_INPUT = "input.strip"
 
 
@@ -337,7 +350,8 @@ def strip_schedule(
         run = strip_input.split_columns(columns[start : start + take], height)
         sweeps.append(strip_input.sweep(strip, spikes, height, run))
         start += take
-    slots = max(s.slots for s in sweeps)
+    # With a shared output, one silent slot more: the last patch's right neighbour (``OutputShare``).
+    slots = max(s.slots for s in sweeps) + (tiled.output_share is not None)
     times: list[list[list[float]]] = [[[] for _ in range(strip.size)] for _ in range(n_strips)]
     tiled.placement = np.full((tiled.copies, slots), -1, np.int64)
     for b, swept in enumerate(sweeps):
@@ -410,9 +424,30 @@ def _set_spike_times(sim: ModuleType, pop: Any, times: list[list[float]]) -> Non
 def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
     """Spikes of layer ``name`` per patch: a spike of copy k at t came from the patch it computed in slot
     t - t0 - depth (``tiled.placement``)."""
-    depth = 1 + [p.name for p in tiled.net.populations if not p.is_source].index(name)
     size = next(p.size for p in tiled.net.populations if p.name == name)
+    share = tiled.output_share if name == tiled.net.output else None
+    copies, slots = tiled.placement.shape
+    # Shared output: every slot's recorded bits, then each patch assembled from its slot and its neighbours.
+    raw = np.zeros((copies, slots, size), np.uint8) if share is not None else None
     result = np.zeros((n_patches, size), dtype=np.uint8)
+    for copy, at, j in _spikes(tiled, name):
+        if raw is not None:
+            raw[copy, at, j] = 1
+            continue
+        patches = tiled.placement[copy, at]
+        result[patches[patches >= 0], j] = 1
+    if share is not None and raw is not None:
+        for copy, slot in zip(*np.nonzero(tiled.placement >= 0), strict=True):
+            # A sweep's warm-up slot precedes its first patch and a silent slot follows the batch's last.
+            if not 0 < slot < slots - 1:
+                raise RuntimeError(f"copy {copy}'s patch in slot {slot} has no neighbouring slot to share")
+            result[tiled.placement[copy, slot]] = share.assemble(*raw[copy, slot - 1 : slot + 2][[1, 0, 2]])
+    return result
+
+
+def _spikes(tiled: TiledNetwork, name: str) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(copy, slots, neuron) per recorded neuron of layer ``name``: the current batch's slots it fired in."""
+    depth = 1 + [p.name for p in tiled.net.populations if not p.is_source].index(name)
     for copy, pop in enumerate(tiled.populations[name]):
         with warnings.catch_warnings():
             # neo complains about spikes past the segment's t_stop after a run that continued an earlier one;
@@ -422,7 +457,4 @@ def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
         for train in block.spiketrains:
             j = int(train.annotations["source_index"])
             slots = np.rint(np.asarray(train.magnitude, dtype=np.float64) - tiled.t0 - depth).astype(int)
-            inside = (slots >= 0) & (slots < tiled.placement.shape[1])
-            patches = tiled.placement[copy, slots[inside]]
-            result[patches[patches >= 0], j] = 1
-    return result
+            yield copy, slots[(slots >= 0) & (slots < tiled.placement.shape[1])], j

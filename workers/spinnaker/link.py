@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 LINK_BYTES_PER_S = 100e6 / 8
 MESSAGE_MAX_BYTES = 256
 WIRE_OVERHEAD_BYTES = 8 + 20 + 14 + 4 + 8 + 12
@@ -47,10 +49,16 @@ LIVE_16 = Framing("16-bit atom ids in SDP (sPyNNaker LiveEventConnection, live i
 KEYS_32_TIMESTAMP = Framing("32-bit keys + timestamp (preloaded spike arrays, what the backend sends)", 4, 4)
 
 
-def recorded_bytes_per_step(neurons: int, atoms_per_core: int) -> float:
-    """Wire bytes of one timestep of spike recording of a population split into ``atoms_per_core`` cores."""
+def recorded_bytes_per_step(neurons: int, atoms_per_core: int, recorded: np.ndarray | None = None) -> float:
+    """Wire bytes of one timestep of spike recording of a population split into ``atoms_per_core`` cores:
+    per core a 4-byte time and a bitfield of the neurons it records (``recorded``, population indices; all by
+    default), nothing for a core that records none (sPyNNaker 7.4.1 ``NeuronRecorder``)."""
     cores = math.ceil(neurons / atoms_per_core)
-    raw = sum(4 + 4 * math.ceil(min(atoms_per_core, neurons - c * atoms_per_core) / 32) for c in range(cores))
+    if recorded is None:
+        counts = [min(atoms_per_core, neurons - c * atoms_per_core) for c in range(cores)]
+    else:
+        counts = np.bincount(np.asarray(recorded, np.int64) // atoms_per_core, minlength=cores).tolist()
+    raw = sum(4 + 4 * math.ceil(n / 32) for n in counts if n)
     return raw * (MESSAGE_MAX_BYTES + WIRE_OVERHEAD_BYTES) / MESSAGE_MAX_BYTES
 
 

@@ -246,6 +246,20 @@ def inject(pkg: Any, tiled: Any, patches: int) -> dict[str, Any]:
         "time_slots": int(tiled.placement.shape[1]),
         "output_shapes": {k: list(v.shape) for k, v in out.items()},
         "spikes_returned": int(sum(v.sum() for v in out.values())),
+        "output_record_bytes_per_step": _record_bytes(tiled.populations[tiled.net.output][0]),
+    }
+
+
+def _record_bytes(pop: Any) -> dict[str, int]:
+    """What sPyNNaker records per timestep of one copy's output population, summed over its cores (its own
+    ``NeuronRecorder`` figures): the neurons it records and the bytes of their spike bitfields with times."""
+    vertex = pop._vertex
+    recorder = vertex.neuron_recorder
+    slices = [m.vertex_slice for m in vertex.machine_vertices]
+    recording = [recorder.neurons_recording("spikes", s) for s in slices]
+    return {
+        "neurons": sum(len(ids) for ids in recording if ids is not None),
+        "bytes": sum(recorder.get_buffered_sdram_per_record("spikes", s) for s in slices),
     }
 
 

@@ -282,7 +282,8 @@ def plan(pkg: ModelPackage, boards: int = 1, load: Load | None = None) -> Plan:
 # The plan's headline fields a layout replaces when it is the one selected
 LAYOUT_FIELDS = (
     "copies", "copies_per_board", "copies_by_cores", "copies_by_sdram", "limited_by", "sdram_bytes_per_copy",
-    "sdram_bytes_by_core", "input_spikes_per_patch", "input_bytes_per_patch", "host_link_bytes_per_km2",
+    "sdram_bytes_by_core", "input_spikes_per_patch", "input_bytes_per_patch", "output_bytes_per_patch",
+    "host_link_bytes_per_km2",
     "step_patches_per_s", "compute_patches_per_s", "host_link_patches_per_s", "projected_patches_per_s",
     "bottleneck", "energy_per_patch_j", "energy_per_km2_j",
 )
@@ -320,6 +321,7 @@ def shared_figures(load: Load, in_bytes: float, out_bytes: float, km2: float, bo
     return {
         "input_spikes_per_patch": round(load.input_spikes_per_patch * share, 1),
         "input_bytes_per_patch": round(in_bytes * share, 1),
+        "output_bytes_per_patch": round(out_bytes, 1),
         "host_link_bytes_per_km2": round((in_bytes * share + out_bytes) / km2, 1),
         "step_patches_per_s": round(step_rate, 1),
         "compute_patches_per_s": round(compute, 1),
@@ -436,6 +438,11 @@ def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy
     geometry's on an endless sweep and ``input_share_limit`` every pixel exactly once."""
     without_input = per_copy - per_pop["input"]
     per_copy_rate = 1 / TIMESTEP_S / max(1.0, load.busiest_core_events_p99 / EVENTS_PER_MS_PER_CORE)
+    output = strip_input.output_share(net, strip_input.strip_for(net, pkg.card.patch_size, 1))
+    if output is not None:  # each column of output cells recorded once (``strip_input.OutputShare``)
+        out_size = next(p.size for p in net.populations if p.name == net.output)
+        atoms = atoms_per_core(net, net.output, NEURONS_PER_CORE)
+        out_bytes = link.recorded_bytes_per_step(out_size, atoms, output.recorded())
     n = strip_height(net, pkg.card.patch_size, boards, without_input, per_copy_rate, in_bytes, out_bytes)
     strip = strip_input.strip_for(net, pkg.card.patch_size, n)
     fitted = strip_fit(net, strip, boards, without_input)
@@ -461,6 +468,10 @@ def strip_plan(pkg: ModelPackage, net: NetworkDescription, boards: int, per_copy
         "input_share_per_copy": round(strip_input.share_of_patch(strip), 4),
         "input_share_limit": round((pkg.card.patch_size // 2) ** 2 / pkg.card.patch_size**2, 4),
         "measured_on_scene_strips": _measured_share(measured, "time_slots", share),
+        "output_recorded": "every output neuron" if output is None else (
+            f"{len(output.own_columns())} of {output.width} columns of cells (margin {output.margin}): the "
+            "rest are the same cells of the neighbouring slots' patches"
+        ),
         **shared_figures(load, in_bytes, out_bytes, km2, boards, copies, cores, share),
         "live_16bit_estimate": live_estimate(load.input_spikes_per_patch * share, out_bytes, km2),
     }

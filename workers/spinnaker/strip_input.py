@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.pynn_net import NetworkDescription, input_populations, max_row
+from models.pynn_net import CLOCK, NetworkDescription, input_populations, max_row
 
 ROW_LIMIT = 256  # synapses per row into one core (sPyNNaker's POP_TABLE_MAX_ROW_LENGTH)
 
@@ -276,3 +276,87 @@ def _band_known(strip: Strip, filled: int) -> np.ndarray:
     known = np.zeros(strip.shape, bool)
     known[: (filled - 1) * strip.stride + h] = True
     return known
+
+
+@dataclass(frozen=True)
+class OutputShare:
+    """Output recorded once per column of cells, not once per patch (recorded bytes are a third of a strip's
+    host-link traffic for landcover).
+
+    Neighbouring chips of a sweep overlap by half a patch, and in a network of stride-1 convolutions an output
+    cell whose receptive field lies inside both patches is the same in both: the same pixels through the same
+    weights, no padding on the way (``margin``: cells from the patch's side within which padding reaches
+    the output). So each copy records, of its patch's ``width`` columns of cells, the ``margin`` columns at
+    either side that only it computes, and the ``stride`` columns in the middle; the columns between those it
+    takes from the patch its own copy computed one slot earlier (the left neighbour, or in a sweep's first
+    slot the warm-up slot, whose right band is this patch's left band) and one slot later (the right
+    neighbour, or a silent slot after the batch). Those patches' windows hold every pixel the borrowed cells
+    see, so the result is exact for any batch the strip sweeps.
+    """
+
+    height: int  # rows of output cells
+    width: int  # columns of output cells of a patch
+    channels: int  # output neurons per cell
+    stride: int  # columns of cells between neighbouring chips
+    margin: int
+
+    @property
+    def centre(self) -> int:
+        """First of the ``stride`` middle columns a copy records."""
+        return (self.width - self.stride) // 2
+
+    def own_columns(self) -> np.ndarray:
+        w, m, c0 = self.width, self.margin, self.centre
+        return np.concatenate([np.arange(m), np.arange(c0, c0 + self.stride), np.arange(w - m, w)])
+
+    def neurons(self, columns: np.ndarray) -> np.ndarray:
+        """Population indices (cells channels-last, as the description numbers them) of ``columns``."""
+        y, x, f = np.meshgrid(np.arange(self.height), columns, np.arange(self.channels), indexing="ij")
+        return np.sort(((y * self.width + x) * self.channels + f).ravel())
+
+    def recorded(self) -> np.ndarray:
+        """The output neurons each copy records."""
+        return self.neurons(self.own_columns())
+
+    def assemble(self, own: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """A patch's whole output [size] from what its copy recorded in its slot (``own``), the slot before
+        and the slot after (each [size], unrecorded neurons 0)."""
+        grid = own.reshape(self.height, self.width, self.channels).copy()
+        prev = before.reshape(grid.shape)
+        nxt = after.reshape(grid.shape)
+        m, c0, s = self.margin, self.centre, self.stride
+        grid[:, m:c0] = prev[:, m + s : c0 + s]  # the left neighbour's middle columns
+        grid[:, c0 + s : self.width - m] = nxt[:, c0 : self.width - m - s]  # the right neighbour's
+        return grid.reshape(-1)
+
+
+def output_share(net: NetworkDescription, strip: Strip) -> OutputShare | None:
+    """The strip's ``OutputShare``, or None when the network is not stride-1 convolutions keeping the
+    patch's size up to its output (pooling, dense layers, strided convolutions: every cell is recorded) or
+    the margin leaves nothing to share. Margins are measured on the description's own synapses: per layer,
+    the farthest column a neuron hears from."""
+    h, w, c = strip.patch
+    if strip.bands != 2:
+        return None
+    widths = {p.name: p.shape for p in net.populations}
+    chunks = {p.name: p.offset for p in input_populations(net)}
+    margin = 0
+    for pop in net.populations:
+        if pop.is_source:
+            continue
+        if len(pop.shape) != 3 or pop.shape[:2] != (h, w):
+            return None
+        reach = 0
+        for proj in net.projections:
+            if proj.post != pop.name or proj.pre not in widths or proj.pre == CLOCK or not len(proj.rows):
+                continue
+            pre_channels = c if proj.pre in chunks else widths[proj.pre][2]
+            pre = proj.rows[:, 0].astype(np.int64) + chunks.get(proj.pre, 0)
+            post = proj.rows[:, 1].astype(np.int64)
+            x_pre, x_post = (pre // pre_channels) % w, (post // pop.shape[2]) % w
+            reach = max(reach, int(np.abs(x_pre - x_post).max()))
+        margin += reach
+    share = OutputShare(h, w, int(widths[net.output][2]), strip.stride, margin)
+    if margin > share.centre or (w - strip.stride) % 2:
+        return None
+    return share
