@@ -90,7 +90,7 @@ def _pack_scores(scores: np.ndarray, deflate: bool = True) -> dict[str, np.ndarr
     """Scores as a palette of the distinct score vectors and each cell's index into it, losslessly.
 
     A spiking model's cell scores are a softmax of small integer class counts, so a batch holds a few hundred
-    distinct vectors: the index is 1-2 bytes a cell against 4 per class (a land-cover chip 7.2 → 0.26 kB).
+    distinct vectors: the index is 1-2 bytes a cell against 4 per class (a land-cover chip 7.2 → 0.5 kB).
     Writing, and the mosaicker reading back, the float32 scores was most of the service's per-chip cost
     (``bench service``). Distinct vectors are found by their exact bits; a backend whose scores are not few
     keeps the floats. For a bucket the arrays are also deflated (level 1: a PUT's bytes cost more than the

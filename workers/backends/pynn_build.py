@@ -166,7 +166,6 @@ def build(
                         output_share=output_share)
 
 
-SHARED_INPUT = "input.shared"
 def _record(pop: Any, is_output: bool, record_all: bool, output_share: OutputShare | None) -> None:
     if is_output and output_share is not None:
         pop[output_share.recorded()].record("spikes")  # a view: only its neurons' bits come back
@@ -174,6 +173,7 @@ def _record(pop: Any, is_output: bool, record_all: bool, output_share: OutputSha
         pop.record("spikes")
 
 
+SHARED_INPUT = "input.shared"
 STRIP_INPUT = "input.strip"
 
 
@@ -441,7 +441,8 @@ def _collect(tiled: TiledNetwork, name: str, n_patches: int) -> np.ndarray:
             # A sweep's warm-up slot precedes its first patch and a silent slot follows the batch's last.
             if not 0 < slot < slots - 1:
                 raise RuntimeError(f"copy {copy}'s patch in slot {slot} has no neighbouring slot to share")
-            result[tiled.placement[copy, slot]] = share.assemble(*raw[copy, slot - 1 : slot + 2][[1, 0, 2]])
+            before, own, after = raw[copy, slot - 1], raw[copy, slot], raw[copy, slot + 1]
+            result[tiled.placement[copy, slot]] = share.assemble(own, before, after)
     return result
 
 
