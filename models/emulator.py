@@ -57,10 +57,12 @@ class Emulator:
         *,
         int8: bool = True,
         threads: int = 1,
+        engine: str = "auto",
     ) -> None:
         """``weights`` replaces the package's integer weights, in units of ``weight_step`` (default: the
         package's step), e.g. the fixed-point weights a SpiNNaker board would hold. ``int8=False`` keeps to
-        the emulator's own kernels; ``threads`` is what the int8 path may use (its own kernels use one)."""
+        the emulator's own kernels; ``threads`` is what the int8 path may use (its own kernels use one);
+        ``engine`` the library that runs the int8 graph (``models.int8.choose_engine``)."""
         self.package = package
         self.card: ModelCard = package.card
         self.shapes: list[LayerShape] = layer_shapes(self.card)
@@ -84,10 +86,12 @@ class Emulator:
         self.path: Literal["int8", "fallback"] = "fallback"
         self.fallback_reason: str | None = "int8 path not asked for (int8=False)"
         self._int8: Int8Runner | None = None
+        self.engine = "numba"  # what computes the layers: the int8 graph's library, or our own kernels
         if int8:
             try:
-                self._int8 = Int8Runner(self.card, self.shapes, self._params, threads)
+                self._int8 = Int8Runner(self.card, self.shapes, self._params, threads, engine)
                 self.path, self.fallback_reason = "int8", None
+                self.engine = self._int8.net.engine
             except Unsupported as exc:
                 self.fallback_reason = str(exc)
                 log.info("%s: emulator falls back to its own kernels: %s", self.card.name, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # is given (a pod's CPU request), with OMP/OpenBLAS/MKL_NUM_THREADS alike, so that workers sharing a node
     # do not each run a pool as wide as the node.
     threads: int = Field(default=1, ge=1)
+    # The library that runs the emulator's int8 graph (models.int8.choose_engine): auto takes OpenVINO on CPUs
+    # with AMX-INT8 (its oneDNN kernels measured 1.6-2x onnxruntime's there) and onnxruntime elsewhere. Both
+    # compute the same integers; a graph the chosen one refuses runs on the emulator's own kernels.
+    int8_engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
     # Where uploads, per-chip results and outputs live (workers.objectstore): unset, the data dir; a
     # directory; or s3://bucket/prefix (obstore and GDAL read the standard AWS_* environment, AWS_ENDPOINT_URL
     # for S3-compatible stores), so that hosts share only Redis and the bucket.

@@ -12,6 +12,7 @@ from models import package
 from models.card import Band, Encoding, FixedPoint, Layer, ModelCard, PopulationCode
 from models.emulator import Emulator, softmax
 from models.encoding import encode
+from models.int8 import ENGINES
 from models.int8_codec import Thermometer
 from models.network import layer_shapes, weight_shape
 from tests.models.test_pynn_net import CONV, DENSE, FLAT, _package
@@ -37,10 +38,12 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
 # FLAT starts with flatten: its kept spikes are the input's (it once raised IndexError in _count).
 @pytest.mark.parametrize("layers,patch,stride", [(CONV, 10, 2), (DENSE, 8, 8), (FLAT, 4, 4)])
 @pytest.mark.parametrize("seed,n", [(0, 200), (1, 67)])  # 67: a batch that is not a multiple of 64
-def test_int8_path_spikes_exactly_as_the_emulator_kernels(layers, patch, stride, seed, n) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("engine", ENGINES)
+def test_int8_path_spikes_exactly_as_the_emulator_kernels(layers, patch, stride, seed, n, engine) -> None:  # type: ignore[no-untyped-def]
     pkg = _package(layers, patch, stride, seed)
-    fast, slow = Emulator(pkg), Emulator(pkg, int8=False)
+    fast, slow = Emulator(pkg, engine=engine), Emulator(pkg, int8=False)
     assert fast.path == "int8" and fast.fallback_reason is None, fast.fallback_reason
+    assert fast.engine == engine
     assert slow.path == "fallback"
     pixels, valid = _pixels(n, patch, 2, seed)
     ours = fast.run(pixels, valid, keep_layers=True)
@@ -167,10 +170,11 @@ def test_sums_beyond_the_exact_range_are_refused() -> None:
     assert emulator.path == "fallback" and "exact range" in (emulator.fallback_reason or "")
 
 
-def test_empty_batch_threads_and_profile() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_empty_batch_threads_and_profile(engine: str) -> None:
     pkg = _package(DENSE, 8, 8, 3)
     pixels, valid = _pixels(130, 8, 2, 3)
-    one, two = Emulator(pkg), Emulator(pkg, threads=2)
+    one, two = Emulator(pkg, engine=engine), Emulator(pkg, threads=2, engine=engine)
     _same(one.run(pixels, valid, keep_layers=True), two.run(pixels, valid, keep_layers=True))
     empty = one.run(pixels[:0], valid[:0], keep_layers=True)
     assert empty.scores.shape == (0, 1, 1, 2) and empty.spikes_per_layer.shape == (0, 6)
@@ -182,6 +186,7 @@ def test_empty_batch_threads_and_profile() -> None:
         "p1",
         "d1",
         "out",
+        *(["openvino reorders and outputs"] if engine == "openvino" else []),
         "spike counts and decode (table)",
     ]
     assert all(t >= 0 for t in times.values()) and times["c1"] > 0

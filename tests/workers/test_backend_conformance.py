@@ -20,6 +20,7 @@ import pytest
 
 from models.emulator import Emulator, EmulatorResult
 from models.encoding import encode_onehot, is_ascending
+from models.int8 import choose_engine
 from models.network import layer_shapes
 from models.package import ModelPackage
 from spikescan.config import Settings
@@ -97,8 +98,13 @@ def test_exact(backend: Backend, chips: tuple[np.ndarray, np.ndarray], reference
 def test_emulator_runs_the_path_it_is_registered_for(backend: Backend) -> None:
     if backend.name != "emulator":
         pytest.skip("emulator variants only")
-    int8 = _spec(backend).name == "emulator" and importlib.util.find_spec("onnxruntime") is not None
+    name = _spec(backend).name
+    int8 = name != "emulator-fallback" and importlib.util.find_spec("onnxruntime") is not None
     assert backend.path == ("int8" if int8 else "fallback"), backend.fallback_reason  # type: ignore[attr-defined]
+    if name.startswith("emulator-") and int8:  # a variant pinned to one engine runs on that engine
+        assert backend.engine == name.removeprefix("emulator-")  # type: ignore[attr-defined]
+    elif name == "emulator":
+        assert backend.engine == choose_engine()  # type: ignore[attr-defined]
 
 
 def test_batch_order(backend: Backend, chips: tuple[np.ndarray, np.ndarray]) -> None:

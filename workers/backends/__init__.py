@@ -49,13 +49,17 @@ class BackendSpec:
     limits: str = ""
 
 
-def _emulator(int8: bool) -> Callable[[ModelPackage, Settings | None], Backend]:
+def _emulator(int8: bool, engine: str | None = None) -> Callable[[ModelPackage, Settings | None], Backend]:
+    """``engine`` None: the settings' ``int8_engine``."""
+
     def make(package: ModelPackage, settings: Settings | None) -> Backend:
         from workers.backends.emulator import EmulatorBackend
 
-        # A worker's CPU share (SPIKESCAN_THREADS): onnxruntime's intra-op pool is sized to it, not to the
-        # node's cores, so that N pods on one node do not each start a pool of all its cores.
-        return EmulatorBackend(package, int8=int8, threads=settings.threads if settings else 1)
+        # A worker's CPU share (SPIKESCAN_THREADS): the int8 engine's intra-op pool is sized to it, not to
+        # the node's cores, so that N pods on one node do not each start a pool of all its cores.
+        threads = settings.threads if settings else 1
+        chosen = engine or (settings.int8_engine if settings else "auto")
+        return EmulatorBackend(package, int8=int8, threads=threads, engine=chosen)
 
     return make
 
@@ -76,9 +80,13 @@ def _always(settings: Settings) -> str | None:
     return None
 
 
-def _installed(*modules: str, extra: str, backend: str) -> Callable[[Settings], str | None]:
+def _installed(*modules: str, extra: str | None, backend: str) -> Callable[[Settings], str | None]:
+    """``extra`` None: the modules are spikescan's own dependencies, left out of this install."""
+
     def check(settings: Settings) -> str | None:
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing and extra is None:
+            return f"backend '{backend}' needs {missing[0]}, a dependency of spikescan (pip install {missing[0]})"
         if missing:
             install = f"pip install 'spikescan[{extra}]'"
             return f"backend '{backend}' needs the {extra} extra ({install}): no module {missing[0]}"
@@ -108,6 +116,26 @@ REGISTRY: dict[str, BackendSpec] = {
             exact=True,
             layer_spikes=False,
             empty_batch=True,
+        ),
+        BackendSpec(
+            "emulator-onnxruntime",
+            "the emulator's int8 graph on onnxruntime (QLinearConv, AVX-512 VNNI / AVX2 kernels)",
+            _emulator(int8=True, engine="onnxruntime"),
+            _installed("onnxruntime", "onnx", extra=None, backend="emulator-onnxruntime"),
+            exact=True,
+            layer_spikes=False,
+            empty_batch=True,
+            cli=False,
+        ),
+        BackendSpec(
+            "emulator-openvino",
+            "the emulator's int8 graph on OpenVINO (oneDNN; AMX tiles where the CPU has them)",
+            _emulator(int8=True, engine="openvino"),
+            _installed("openvino", extra=None, backend="emulator-openvino"),
+            exact=True,
+            layer_spikes=False,
+            empty_batch=True,
+            cli=False,
         ),
         BackendSpec(
             "emulator-fallback",

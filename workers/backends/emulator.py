@@ -12,14 +12,18 @@ from workers.backends.base import Backend, BatchResult
 class EmulatorBackend(Backend):
     name = "emulator"
 
-    def __init__(self, package: ModelPackage, *, int8: bool = True, threads: int = 1) -> None:
+    def __init__(
+        self, package: ModelPackage, *, int8: bool = True, threads: int = 1, engine: str = "auto"
+    ) -> None:
         """``int8=False`` keeps to the emulator's own kernels (the int8 path's reference); the emulator
         falls back to them by itself when the int8 path cannot prove its bounds (``path``, ``fallback_reason``
-        say which runs and why)."""
+        say which runs and why). ``engine``: the library that runs the int8 graph (auto, onnxruntime,
+        openvino)."""
         super().__init__(package)
-        self._emulator = Emulator(package, int8=int8, threads=threads)
-        self.threads = threads  # the int8 path's onnxruntime intra-op pool (SPIKESCAN_THREADS in a worker)
+        self._emulator = Emulator(package, int8=int8, threads=threads, engine=engine)
+        self.threads = threads  # the int8 engine's intra-op pool (SPIKESCAN_THREADS in a worker)
         self.path, self.fallback_reason = self._emulator.path, self._emulator.fallback_reason
+        self.engine = self._emulator.engine
 
     @property
     def energy_per_chip_j(self) -> float | None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from models import package as model_package
 from models.emulator import Emulator
+from models.int8 import ENGINES
 from models.int8_codec import Thermometer
 from models.network import layer_shapes
 from models.package import ModelPackage
@@ -143,6 +144,26 @@ def emulator_sides(
             sides.add(f"emulator network b{batch}", network)
 
 
+def engine_sides(sides: Sides, pkg: ModelPackage, threads: int, spikes: np.ndarray) -> list[str]:
+    """The layers alone on every int8 engine installed, side by side (the comparison uses the one
+    ``choose_engine`` picks)."""
+    import importlib.util
+
+    engines = [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+    for engine in engines:
+        runner = Emulator(pkg, threads=threads, engine=engine)._int8
+        if runner is None:
+            continue
+        for batch in EMULATOR_BATCHES:
+
+            def network(r: Any = runner, b: int = batch) -> None:
+                r.batch = b
+                r.network(spikes)
+
+            sides.add(f"engine {engine} b{batch}", network)
+    return [e for e in engines if any(k.startswith(f"engine {e} ") for k in sides.calls)]
+
+
 def scaling_sides(sides: Sides, pkg: ModelPackage, pixels: np.ndarray, valid: np.ndarray) -> list[int]:
     """The emulator alone at 1 .. (cores) threads: how it scales (the comparison uses ``--threads``)."""
     counts = list(range(1, (os.cpu_count() or 1) + 1))
@@ -178,6 +199,7 @@ def one_model(name: str, patches: int, repeats: int, threads: int, peak: dict[st
     emulator_sides(sides, emu, pixels, valid, spikes)
     keras_sides(sides, pkg, threads, pixels, valid, spikes)
     scaling = scaling_sides(sides, pkg, pixels, valid)
+    engines = engine_sides(sides, pkg, threads, spikes)
     sides.run(repeats)
     emu_whole, keras_whole = sides.fastest("emulator whole"), sides.fastest("keras whole")
     keras_net = sides.fastest("keras network")
@@ -199,6 +221,7 @@ def one_model(name: str, patches: int, repeats: int, threads: int, peak: dict[st
         "model": name,
         "patches": patches,
         "emulator_path": emu.path,
+        "emulator_engine": emu.engine,
         "emulator_fallback_reason": emu.fallback_reason,
         "spikes_identical_to_fallback": identical,
         "emulator_patches_per_s": round(rate["emu"], 1),
@@ -218,11 +241,19 @@ def one_model(name: str, patches: int, repeats: int, threads: int, peak: dict[st
         "dense_mflop_per_patch": round(flops / 1e6, 2),
         "emulator_dense_equiv_gops": round(rate["emu_net"] * flops / 1e9, 2),
         "keras_gflops": round(rate["tf_net"] * flops / 1e9, 2),
-        "emulator_fraction_of_int8_peak": round(rate["emu_net"] * flops / 1e9 / peak["int8_gops"], 3),
+        "emulator_network_patches_per_s_by_engine": {
+            e: round(patches / sides.fastest(f"engine {e} ")[1], 1) for e in engines
+        },
+        "emulator_fraction_of_int8_peak": round(rate["emu_net"] * flops / 1e9 / int8_peak(peak, emu.engine), 3),
         "keras_fraction_of_fp32_peak": round(rate["tf_net"] * flops / 1e9 / peak["fp32_gflops"], 3),
         "mean_spikes_per_patch_by_layer": [round(float(v), 1) for v in fast.spikes_per_layer.mean(axis=0)],
         "profile_ms_per_1000_patches": best_profile(emu, pixels, valid, 3),
     }
+
+
+def int8_peak(peak: dict[str, float], engine: str) -> float:
+    """The int8 GEMM peak of the library the emulator's layers ran on."""
+    return peak["openvino_int8_gops"] if engine == "openvino" else peak["int8_gops"]
 
 
 def best_profile(emu: Emulator, pixels: np.ndarray, valid: np.ndarray, repeats: int) -> dict[str, float]:
@@ -242,6 +273,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "tf_sgemm_peak_gflops": round(peak["fp32_gflops"], 1),
         "ort_int8_gemm_peak_gops": round(peak["int8_gops"], 1),
+        "openvino_int8_gemm_peak_gops": round(peak.get("openvino_int8_gops", float("nan")), 1),
         "models": rows,
     }
 

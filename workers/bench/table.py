@@ -42,15 +42,25 @@ def emulator(r: dict[str, Any]) -> str:
     notes = [
         f"  speedup: pixels -> class scores, same encoder; net: the layers alone; targets >= 2x and >= 3x. "
         f"Peaks at {r['threads']} thread(s): TensorFlow float32 GEMM {r['tf_sgemm_peak_gflops']} GFLOP/s, "
-        f"onnxruntime int8 GEMM {r['ort_int8_gemm_peak_gops']} GOP/s (* dense-equivalent work)"
+        f"onnxruntime int8 GEMM {r['ort_int8_gemm_peak_gops']} GOP/s, OpenVINO int8 GEMM "
+        f"{r.get('openvino_int8_gemm_peak_gops', 'n/a')} GOP/s (* dense-equivalent work, against the peak of "
+        "the engine the emulator ran on)"
     ]
     for m in r["models"]:
         batches = ", ".join(f"{k} {v}" for k, v in m["best_batch"].items())
         notes.append(
-            f"  {m['model']}: emulator path {m['emulator_path']}, spikes identical to its own kernels: "
+            f"  {m['model']}: emulator path {m['emulator_path']} on {m.get('emulator_engine', 'onnxruntime')}, "
+            f"spikes identical to its own kernels: "
             f"{m['spikes_identical_to_fallback']}; best batch: {batches}; emulator p/s by threads: "
             + ", ".join(f"{k}: {v}" for k, v in m["emulator_patches_per_s_by_threads"].items())
         )
+        by_engine = m.get("emulator_network_patches_per_s_by_engine") or {}
+        if by_engine:
+            notes.append(
+                "    layers alone by int8 engine (p/s): "
+                + ", ".join(f"{k} {v} ({v / m['keras_network_patches_per_s']:.2f}x keras)"
+                            for k, v in by_engine.items())
+            )
         notes.append(
             "    profile (ms per 1000 patches): "
             + ", ".join(f"{k} {v}" for k, v in m["profile_ms_per_1000_patches"].items())
