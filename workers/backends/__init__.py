@@ -86,7 +86,8 @@ def _installed(*modules: str, extra: str | None, backend: str) -> Callable[[Sett
     def check(settings: Settings) -> str | None:
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing and extra is None:
-            return f"backend '{backend}' needs {missing[0]}, a dependency of spikescan (pip install {missing[0]})"
+            module = missing[0]
+            return f"backend '{backend}' needs {module}, a dependency of spikescan (pip install {module})"
         if missing:
             install = f"pip install 'spikescan[{extra}]'"
             return f"backend '{backend}' needs the {extra} extra ({install}): no module {missing[0]}"

@@ -244,7 +244,9 @@ def one_model(name: str, patches: int, repeats: int, threads: int, peak: dict[st
         "emulator_network_patches_per_s_by_engine": {
             e: round(patches / sides.fastest(f"engine {e} ")[1], 1) for e in engines
         },
-        "emulator_fraction_of_int8_peak": round(rate["emu_net"] * flops / 1e9 / int8_peak(peak, emu.engine), 3),
+        "emulator_fraction_of_int8_peak": round(
+            rate["emu_net"] * flops / 1e9 / int8_peak(peak, emu.engine), 3
+        ),
         "keras_fraction_of_fp32_peak": round(rate["tf_net"] * flops / 1e9 / peak["fp32_gflops"], 3),
         "mean_spikes_per_patch_by_layer": [round(float(v), 1) for v in fast.spikes_per_layer.mean(axis=0)],
         "profile_ms_per_1000_patches": best_profile(emu, pixels, valid, 3),

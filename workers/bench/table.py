@@ -49,8 +49,8 @@ def emulator(r: dict[str, Any]) -> str:
     for m in r["models"]:
         batches = ", ".join(f"{k} {v}" for k, v in m["best_batch"].items())
         notes.append(
-            f"  {m['model']}: emulator path {m['emulator_path']} on {m.get('emulator_engine', 'onnxruntime')}, "
-            f"spikes identical to its own kernels: "
+            f"  {m['model']}: emulator path {m['emulator_path']} on "
+            f"{m.get('emulator_engine', 'onnxruntime')}, spikes identical to its own kernels: "
             f"{m['spikes_identical_to_fallback']}; best batch: {batches}; emulator p/s by threads: "
             + ", ".join(f"{k}: {v}" for k, v in m["emulator_patches_per_s_by_threads"].items())
         )
