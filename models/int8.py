@@ -249,7 +249,8 @@ def session(model: bytes, threads: int, profile_dir: str | None = None):  # type
 class Int8Network:
     """The compiled graph of one package: ``run(x)`` -> every node's uint8 output (0 or 255), channels last,
     filters padded; ``layers`` says which card layer each output belongs to. ``engine`` is the library that
-    runs it (``choose_engine``); both compute the same integers."""
+    runs it (``choose_engine``); both compute the same integers. ``batch``: the patches per call the caller
+    mostly runs (OpenVINO compiles per size)."""
 
     def __init__(
         self,
@@ -258,6 +259,7 @@ class Int8Network:
         threads: int = 1,
         vnni: bool | None = None,
         engine: str = "auto",
+        batch: int = 64,
     ) -> None:
         self.vnni = cpu_has_vnni() if vnni is None else vnni
         self.layers = plan_layers(shapes, params, self.vnni)
@@ -269,7 +271,7 @@ class Int8Network:
             try:
                 from models.int8_openvino import OpenVinoGraph
 
-                self._openvino = OpenVinoGraph(self.layers, in_shape, threads)
+                self._openvino = OpenVinoGraph(self.layers, in_shape, threads, batch)
             except ImportError as exc:
                 raise Unsupported(f"openvino is needed for the openvino engine ({exc})") from None
             except Exception as exc:  # the plugin refused the graph: the fallback still runs

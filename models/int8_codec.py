@@ -73,7 +73,11 @@ def _thermometer_words(
     """pixels [n, P*B], valid [n, P], tiles [L, B*BLOCK], patterns [L+1] words -> out [n, P*B] words."""
     n, per = valid.shape
     bands = tiles.shape[1] // BLOCK
-    reached = np.empty(tiles.shape[1], np.uint8)
+    levels = tiles.shape[0]
+    # q levels reached is the all-levels word shifted right by the levels not reached: computed, not looked
+    # up, so the store loop vectorises (a table lookup is a gather: measured 1.8x slower on trees-rgb).
+    full = np.uint64(patterns[levels])
+    reached = np.empty(tiles.shape[1], np.int64)
     for i in range(n):
         total = 0
         # A block index, not range(0, per, BLOCK): numba's stepped range kept LLVM from vectorising (4x).
@@ -81,13 +85,19 @@ def _thermometer_words(
             p0 = blk * BLOCK
             count = min(BLOCK, per - p0)
             j0 = p0 * bands
-            _levels_reached(pixels, i, j0, count * bands, tiles, reached)
+            size = count * bands
+            reached[:size] = 0
+            for k in range(levels):
+                for j in range(size):
+                    reached[j] += pixels[i, j0 + j] >= tiles[k, j]
             for p in range(count):
-                ok = valid[i, p0 + p]
-                for b in range(bands):
-                    q = reached[p * bands + b] if ok else 0
-                    total += q
-                    out[i, j0 + p * bands + b] = patterns[q]
+                if not valid[i, p0 + p]:
+                    reached[p * bands : (p + 1) * bands] = 0
+            for j in range(size):
+                q = reached[j]
+                total += q
+                # np.uint64(0), not 0: numba unifies uint64 with int64 as float64, which loses the low bytes.
+                out[i, j0 + j] = (full >> np.uint64(8 * (levels - q))) if q > 0 else np.uint64(0)
         counts[i] = total
 
 

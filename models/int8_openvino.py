@@ -15,8 +15,9 @@ after a layer); the sum ``z = a * (S - T + 1)`` (see ``models.int8``) is an inte
 ``z <= 0``. ``INFERENCE_PRECISION_HINT`` is pinned to f32: left to itself the plugin runs bf16 on AMX CPUs,
 which is not exact (measured: 26,629 wrong cells in 1,024 landcover patches).
 
-Shapes are static: a dynamic batch dimension measured 5x slower. A model is compiled per batch size that is
-a power of two (about 60 ms each, once), and a batch of another size runs as its binary pieces.
+Shapes are static: a dynamic batch dimension measured 5x slower. The caller's batch size is compiled at load
+(about 60 ms); a shorter batch (a job's last) runs padded with silent patches to the next power of two,
+each such size compiled once.
 """
 
 from __future__ import annotations
@@ -87,14 +88,17 @@ def build_model(layers: list[Int8Layer], in_shape: tuple[int, int, int], batch: 
 class OpenVinoGraph:
     """``run(x, last_only)`` -> the layers' uint8 outputs, as ``models.int8.Int8Network`` hands them on."""
 
-    def __init__(self, layers: list[Int8Layer], in_shape: tuple[int, int, int], threads: int) -> None:
+    def __init__(
+        self, layers: list[Int8Layer], in_shape: tuple[int, int, int], threads: int, batch: int
+    ) -> None:
+        """``batch``: the patches per call the caller runs (compiled now; shorter calls are padded)."""
         import openvino  # noqa: F401  (ImportError here: the caller falls back to onnxruntime)
 
-        self.layers, self.in_shape, self.threads = layers, in_shape, threads
+        self.layers, self.in_shape, self.threads, self.batch = layers, in_shape, threads, batch
         self._compiled: dict[tuple[int, bool, bool], Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()  # per calling thread: its infer requests (a request is not shared)
-        self._compile(1, True)  # refuses now, not at the first chip, a graph the plugin cannot compile
+        self._compile(batch, False)  # refuses now, not at the first chip, a graph the plugin cannot compile
 
     def _config(self, profile: bool) -> dict[str, Any]:
         return {
@@ -122,20 +126,17 @@ class OpenVinoGraph:
         return requests[key]
 
     def run(self, x: np.ndarray, last_only: bool = False) -> list[np.ndarray]:
-        pieces, lo = [], 0
-        for bit in reversed(range(max(len(x), 1).bit_length())):
-            size = 1 << bit
-            if len(x) - lo >= size:
-                request = self._request(size, last_only)
-                result = request.infer({0: x[lo : lo + size]}, share_inputs=True)
-                pieces.append([result[o] for o in request.model_outputs])
-                lo += size
-        if not pieces:  # an empty batch: empty outputs of the right shapes
-            request = self._request(1, last_only)
-            return [np.zeros((0, *list(o.get_shape())[1:]), np.uint8) for o in request.model_outputs]
-        if len(pieces) == 1:
-            return pieces[0]
-        return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
+        """Any number of patches: the compiled batch size as it is, another size padded with silent patches
+        to the next power of two (a job's one short last batch; each size compiles once)."""
+        n = len(x)
+        size = n if n == self.batch else 1 << max(n - 1, 0).bit_length()
+        if size != n:
+            padded = np.zeros((size, *x.shape[1:]), np.uint8)
+            padded[:n] = x
+            x = padded
+        request = self._request(size, last_only)
+        result = request.infer({0: x}, share_inputs=True)
+        return [result[o][:n] for o in request.model_outputs]
 
     def profile(self, batches: list[np.ndarray], names: list[str]) -> dict[str, float]:
         """Seconds per layer over runs on ``batches`` (OpenVINO's own counters, in a separate compiled

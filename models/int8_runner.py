@@ -44,7 +44,7 @@ class Int8Runner:
     ) -> None:
         """Raises ``models.int8.Unsupported`` when the network cannot run exactly on the int8 path."""
         self.card, self.shapes = card, shapes
-        self.net = Int8Network(shapes, params, threads, engine=engine)
+        self.net = Int8Network(shapes, params, threads, engine=engine, batch=BATCH)
         self.encoder = int8_codec.Thermometer(np.asarray(card.encoding.thresholds, dtype=np.float32))
         self.grid = output_grid(card)
         self.owner = np.asarray(card.population_code.owner, dtype=np.int64)

@@ -67,8 +67,11 @@ class RowBatcher:
             batch, idx = self._segments[0]
             k = min(n - at, len(idx))
             take = idx[:k]
-            np.take(batch.pixels, take, axis=0, out=pixels[at : at + k])
-            np.take(batch.valid, take, axis=0, out=valid[at : at + k])
+            # Chip by chip: each is a strided window of its row's strip, copied as whole rows of pixels
+            # (np.take on such a view goes element by element: measured 6.7x slower).
+            for j, i in enumerate(take.tolist(), start=at):
+                pixels[j] = batch.pixels[i]
+                valid[j] = batch.valid[i]
             chips.extend(batch.chips[i] for i in take)
             if k == len(idx):
                 self._segments.popleft()
