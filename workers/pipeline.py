@@ -11,6 +11,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,7 @@ GDAL_CACHE_MB = 16
 # What to give rasterio.Env: it hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, i.e. in bytes, so a bare
 # 16 made a 16-byte cache — every warped-VRT block was warped again on each read, 10-40x slower.
 GDAL_CACHE_BYTES = GDAL_CACHE_MB << 20
+READ_AHEAD = 2  # chip rows read ahead of the one being inferred (``_scan``)
 
 
 def has_data(batch: ChipBatch) -> np.ndarray:
@@ -250,15 +252,17 @@ def _scan(
         return batch, has_data(batch)
 
     batcher = RowBatcher(infer, batch_size)
-    # The next chip row is read while this one is inferred: GDAL and the emulator's kernels release the GIL,
-    # so on two cores reading and decoding hide behind inference. One row ahead: memory stays one row more.
+    # The next chip rows are read while this one is inferred: GDAL and the emulator's kernels release the GIL,
+    # so on two cores reading and decoding hide behind inference. ``READ_AHEAD`` rows ahead, so that the
+    # reader never waits for this thread to take a row: memory stays that many rows more.
     try:
         with progress, ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader:
-            ahead = reader.submit(read, 0) if grid.rows else None
+            ahead = deque(reader.submit(read, r) for r in range(min(READ_AHEAD, grid.rows)))
             for row in range(grid.rows):
                 with watch.stage("read"):  # only the time spent waiting for the reader
-                    batch, keep = ahead.result()  # type: ignore[union-attr]
-                ahead = reader.submit(read, row + 1) if row + 1 < grid.rows else None
+                    batch, keep = ahead.popleft().result()
+                if row + READ_AHEAD < grid.rows:
+                    ahead.append(reader.submit(read, row + READ_AHEAD))
                 counters.chips_skipped += int((~keep).sum())
                 feed(batcher.add_row(row, batch, np.flatnonzero(keep)))
             feed(batcher.flush())

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,11 +89,12 @@ def io_floor_s(scene_path: Path, pkg: ModelPackage, out: Path, replay: list[Batc
         behind = WriteBehind(writers.sink)
         mosaic = Mosaicker(grid, len(card.classes), behind)
         blender: Behind[tuple[int, list[ChipResult]]] = Behind(lambda done: mosaic.feed_row(*done))
-        ahead = reader.submit(scene.read_chip_row, grid, 0)
+        depth = pipeline.READ_AHEAD
+        ahead = deque(reader.submit(scene.read_chip_row, grid, r) for r in range(min(depth, grid.rows)))
         for row in range(grid.rows):
-            batch = ahead.result()
-            if row + 1 < grid.rows:
-                ahead = reader.submit(scene.read_chip_row, grid, row + 1)
+            batch = ahead.popleft().result()
+            if row + depth < grid.rows:
+                ahead.append(reader.submit(scene.read_chip_row, grid, row + depth))
             blender.put((row, pipeline.chip_results(batch, replay[row], grid.output_stride)))
         blender.close()
         behind.close()
