@@ -17,6 +17,7 @@ from spikescan import data
 from spikescan.errors import InvalidInput
 from workers.chips import ChipGrid
 from workers.input_check import open_checked
+from workers.scene import Scene
 
 # Held-out imagery of each shipped model: real patches the model was not trained on.
 DEFAULT_SCENES = {
@@ -54,17 +55,22 @@ def real_patches(pkg: ModelPackage, scene_path: Path | str, count: int) -> tuple
             if grid.rows * grid.cols >= count or stride == card.output_stride:
                 break
             stride = max(stride // 2 // card.output_stride, 1) * card.output_stride
-        pixels, valid = [], []
-        for row in range(grid.rows):
-            batch = scene.read_chip_row(grid, row)
-            keep = batch.valid.any(axis=(1, 2))
-            pixels.append(np.ascontiguousarray(batch.pixels[keep]))
-            valid.append(np.ascontiguousarray(batch.valid[keep]))
-    all_pixels, all_valid = np.concatenate(pixels), np.concatenate(valid)
+        all_pixels, all_valid = chips_with_data(scene, grid)
     if len(all_pixels) < count:
         raise InvalidInput(f"{scene_path}: only {len(all_pixels)} chips with data, {count} asked for")
     pick = np.linspace(0, len(all_pixels) - 1, count).round().astype(int)
     return all_pixels[pick], all_valid[pick]
+
+
+def chips_with_data(scene: Scene, grid: ChipGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Every chip of ``grid`` with at least one valid pixel, read chip row by chip row as a job reads them."""
+    pixels, valid = [], []
+    for row in range(grid.rows):
+        batch = scene.read_chip_row(grid, row)
+        keep = batch.valid.any(axis=(1, 2))
+        pixels.append(np.ascontiguousarray(batch.pixels[keep]))
+        valid.append(np.ascontiguousarray(batch.valid[keep]))
+    return np.concatenate(pixels), np.concatenate(valid)
 
 
 def block_patches(pkg: ModelPackage, scene_path: Path | str, squares: int, side: int = 2

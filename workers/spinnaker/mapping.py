@@ -140,6 +140,18 @@ def classify(exc: BaseException) -> str:
     return "toolchain"
 
 
+def failure(exc: BaseException, started: float, **fields: Any) -> dict[str, Any]:
+    """A mapping that failed, as the one-line answer the planner reads: ``fields``, the limit it hit, the
+    toolchain's first line and the seconds it took."""
+    return {
+        "ok": False,
+        **fields,
+        "limit": classify(exc),
+        "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
 def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None = None,
         shared_side: int = 0, strip_copies: int = 0, live: bool = False) -> dict[str, Any]:
     from models import package
@@ -201,14 +213,7 @@ def run(model: str, copies: int, boards: int, mode: str, weights_out: str | None
             result["weights_file"] = weights_out
         return result
     except Exception as exc:  # the toolchain raises many types; all become one plain answer
-        return {
-            "ok": False,
-            "copies": copies,
-            "boards": boards,
-            "limit": classify(exc),
-            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        return failure(exc, started, copies=copies, boards=boards)
     finally:
         with contextlib.suppress(Exception):
             sim.end()
@@ -237,12 +242,7 @@ def run_local_only(model: str, tiles: int, tile: int, boards: int, rows: int = 0
             "build_seconds": round(built_s, 2), "seconds": round(time.perf_counter() - started, 2),
         }
     except Exception as exc:  # the toolchain raises many types; all become one plain answer
-        return {
-            "ok": False, "local_only": True, "tile": tile, "copies": tiles, "boards": boards,
-            "limit": classify(exc),
-            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        return failure(exc, started, local_only=True, tile=tile, copies=tiles, boards=boards)
     finally:
         with contextlib.suppress(Exception):
             sim.end()

@@ -25,6 +25,7 @@ from models.encoding import encode_onehot
 from models.package import ModelPackage
 from workers.chips import ChipGrid
 from workers.input_check import open_checked
+from workers.samples import chips_with_data
 from workers.spinnaker import energy, link
 from workers.spinnaker.local_only import TileLayer, atoms_shape, tile_layers
 
@@ -37,14 +38,7 @@ def margin(layers: list[TileLayer]) -> int:
 def real_tiles(pkg: ModelPackage, scene_path: Any, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """Every T x T tile of the scene at stride T - overlap that holds data, read as a job reads chips."""
     with open_checked(scene_path, pkg.card) as scene:
-        grid = ChipGrid(scene.width, scene.height, tile, tile - overlap, 1)
-        pixels, valid = [], []
-        for row in range(grid.rows):
-            batch = scene.read_chip_row(grid, row)
-            keep = batch.valid.any(axis=(1, 2))
-            pixels.append(np.ascontiguousarray(batch.pixels[keep]))
-            valid.append(np.ascontiguousarray(batch.valid[keep]))
-    return np.concatenate(pixels), np.concatenate(valid)
+        return chips_with_data(scene, ChipGrid(scene.width, scene.height, tile, tile - overlap, 1))
 
 
 def _conv_same(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
