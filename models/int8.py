@@ -31,6 +31,7 @@ CPU has them; ``choose_engine`` says which library runs the graph.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +65,17 @@ class Int8Layer:
     pads: tuple[int, int, int, int]  # onnx order: top, left, bottom, right
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+@functools.lru_cache(maxsize=4)
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (read once: each Emulator asks for them)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -34,7 +34,7 @@ _core_lock = threading.Lock()
 _core: Any = None
 
 
-def _shared_core() -> Any:
+def shared_core() -> Any:
     global _core
     with _core_lock:
         if _core is None:
@@ -44,7 +44,7 @@ def _shared_core() -> Any:
         return _core
 
 
-def _fake_quantize(t: Any, in_high: float) -> Any:
+def fake_quantize(t: Any, in_high: float) -> Any:
     """[0, in_high] onto the 256 uint8 levels 0..255: what lets OpenVINO run the next layer in int8."""
     import openvino.opset13 as ops
 
@@ -60,7 +60,7 @@ def build_model(layers: list[Int8Layer], in_shape: tuple[int, int, int], batch: 
     import openvino.opset13 as ops
 
     x = ops.parameter([batch, *in_shape], ov.Type.u8, name="x")
-    t = _fake_quantize(ops.transpose(ops.convert(x, ov.Type.f32), ops.constant(_NCHW)), SPIKE)
+    t = fake_quantize(ops.transpose(ops.convert(x, ov.Type.f32), ops.constant(_NCHW)), SPIKE)
     outputs = []
     for layer in layers:
         name = layer.shape.layer.name
@@ -77,7 +77,7 @@ def build_model(layers: list[Int8Layer], in_shape: tuple[int, int, int], batch: 
             conv = ops.convolution(t, w, [layer.stride] * 2, [top, left], [bottom, right], [1, 1])
             conv.set_friendly_name(name)
             bias = layer.bias.astype(np.float32).reshape(1, -1, 1, 1)  # type: ignore[union-attr]
-            t = _fake_quantize(ops.add(conv, ops.constant(bias)), layer.input_value)
+            t = fake_quantize(ops.add(conv, ops.constant(bias)), layer.input_value)
         if not last_only or layer is layers[-1]:
             out = ops.convert(ops.transpose(t, ops.constant(_NHWC)), ov.Type.u8)
             out.set_friendly_name(f"{name}.out")
@@ -115,7 +115,7 @@ class OpenVinoGraph:
         with self._lock:
             if key not in self._compiled:
                 model = build_model(self.layers, self.in_shape, batch, last_only)
-                self._compiled[key] = _shared_core().compile_model(model, "CPU", self._config(profile))
+                self._compiled[key] = shared_core().compile_model(model, "CPU", self._config(profile))
             return self._compiled[key]
 
     def _request(self, batch: int, last_only: bool) -> Any:

@@ -67,16 +67,16 @@ def ov_int8_gops(threads: int, size: int, repeats: int = 10) -> float:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from models.int8_openvino import _fake_quantize, _shared_core
+    from models.int8_openvino import fake_quantize, shared_core
 
     rng = np.random.default_rng(0)
     a = ops.parameter([size, size], ov.Type.u8, name="a")
     w = rng.integers(-64, 64, (size, size), dtype=np.int8)
     b = ops.multiply(ops.convert(ops.constant(w), ov.Type.f32), ops.constant(np.float32(1)))
-    product = ops.matmul(_fake_quantize(ops.convert(a, ov.Type.f32), 255), b, False, False)
-    out = ops.convert(_fake_quantize(product, 255), ov.Type.u8)  # requantised to uint8, as a layer is
+    product = ops.matmul(fake_quantize(ops.convert(a, ov.Type.f32), 255), b, False, False)
+    out = ops.convert(fake_quantize(product, 255), ov.Type.u8)  # requantised to uint8, as a layer is
     config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
-    request = _shared_core().compile_model(ov.Model([out], [a]), "CPU", config).create_infer_request()
+    request = shared_core().compile_model(ov.Model([out], [a]), "CPU", config).create_infer_request()
     x = rng.integers(0, 2, (size, size), dtype=np.uint8)
     return 2 * size**3 / _best_seconds(lambda: request.infer({0: x}), repeats) / 1e9
 
